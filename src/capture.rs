@@ -1,0 +1,1 @@
+//! Reading and writing captures (pcap and pcapng) for replay.

@@ -1,0 +1,1 @@
+//! conntrack (in progress)

@@ -1,0 +1,6 @@
+//! FTP: line parsers and formatters (`parse`), per-direction stream
+//! reassembly into lines (`stream`), and the ALG that ties them to the
+//! connection table (`alg`).
+
+pub mod parse;
+pub mod stream;

@@ -1,0 +1,19 @@
+//! ftpgate: a stateful FTP-aware firewall and NAT gateway.
+//!
+//! The modules follow a packet's path through the gateway:
+//! `wire` (parse, in-place setters) → `engine` (classify, route) →
+//! `conntrack` → `nat` → `ftp` (ALG) → `policy` → emit.
+//! `capture` and `replay` are the pcap shell around the pure engine.
+
+pub mod capture;
+pub mod config;
+pub mod conntrack;
+pub mod engine;
+pub mod event;
+pub mod ftp;
+pub mod nat;
+pub mod policy;
+pub mod replay;
+pub mod route;
+pub mod time;
+pub mod wire;

@@ -1,0 +1,3 @@
+fn main() {
+    println!("ftpgate {}", env!("CARGO_PKG_VERSION"));
+}

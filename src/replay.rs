@@ -1,0 +1,1 @@
+//! `ftpgate replay`: a capture through the engine.
