@@ -1,10 +1,26 @@
 //! The pure packet engine: frames and a clock in; frames, verdicts and events
 //! out. No I/O, threads or wall clock in here, so `replay` and `run` are thin
 //! shells around the same code.
+//!
+//! A frame's path: parse → gateway's own traffic (ARP, ND, ping) → TTL →
+//! connection table (existing: track, ALG, NAT, forward) or new connection
+//! (limits → DNAT → route → policy → SNAT → insert) → emit.
 
-use crate::config::{Config, IfIndex};
-use crate::event::{DropReason, Event};
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::time::Duration;
+
+use crate::config::{Config, IfIndex, Protocol};
+use crate::conntrack::{self, Conn, ConnId, Dir, Segment, State, Table, TcpDir, TcpOutcome, Tuple};
+use crate::event::{DropReason, EndReason, Endpoint, Event, EventKind, Pair};
+use crate::nat::PortAllocator;
+use crate::policy::{self, Flow};
+use crate::route::{self, Routes};
 use crate::time::Nanos;
+use crate::wire::{
+    build, parse_frame, setters, tcp_flags, Arp, FrameKind, Mac, Meta, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP,
+    PROTO_UDP,
+};
 
 /// Where the engine's output goes.
 pub trait Sink {
@@ -26,39 +42,739 @@ pub enum Verdict {
     Consumed,
 }
 
+/// Counters, read by the summary and the metrics endpoint.
+#[derive(Clone, Debug, Default)]
+pub struct Stats {
+    pub frames_in: u64,
+    pub forwarded: u64,
+    pub consumed: u64,
+    pub generated: u64,
+    pub dropped: [u64; DropReason::ALL.len()],
+    pub connections_new: u64,
+    pub nat_mappings: u64,
+}
+
+impl Stats {
+    pub fn dropped_total(&self) -> u64 {
+        self.dropped.iter().sum()
+    }
+    pub fn dropped_for(&self, r: DropReason) -> u64 {
+        self.dropped[r as usize]
+    }
+}
+
+/// How later fragments of a datagram are treated: like its first fragment.
+#[derive(Clone, Copy, Debug)]
+struct FragState {
+    outcome: Result<(ConnId, Dir), DropReason>,
+    expires: Nanos,
+}
+
+type FragKey = (IpAddr, IpAddr, u8, u32);
+
+/// Linux's ipfrag_time.
+const FRAG_TIMEOUT: Duration = Duration::from_secs(30);
+/// Connections examined for expiry per tick; the whole table is covered every
+/// few ticks without any tick walking a million entries.
+const SWEEP_MIN: usize = 4096;
+
 pub struct Engine {
     config: Config,
+    routes: Routes,
+    table: Table,
+    ports: PortAllocator,
+    macs: Vec<Mac>,
+    neighbors: HashMap<(IfIndex, IpAddr), Mac>,
+    frags: HashMap<FragKey, FragState>,
+    now: Nanos,
+    stats: Stats,
+    scratch: Vec<ConnId>,
 }
 
 impl Engine {
-    /// `seed` drives the random NAT port allocator (replay may fix it; `run` draws one from the OS).
+    /// `seed` drives the random NAT port allocator and the table's hash
+    /// (replay fixes it for reproducible output; `run` draws one from the OS).
     pub fn new(config: Config, seed: u64) -> Engine {
-        let _ = seed;
-        Engine { config }
+        let macs = config
+            .interfaces
+            .iter()
+            .enumerate()
+            .map(|(i, ifc)| ifc.mac.unwrap_or([0x02, 0x66, 0x67, 0x00, 0x00, (i as u8).wrapping_add(1)]))
+            .collect();
+        Engine {
+            routes: Routes::new(&config),
+            table: Table::new(seed ^ 0x5eed_f7a9_a7e0_0001, 1024),
+            ports: PortAllocator::new(seed),
+            macs,
+            neighbors: HashMap::new(),
+            frags: HashMap::new(),
+            now: Nanos::ZERO,
+            stats: Stats::default(),
+            scratch: Vec::new(),
+            config,
+        }
     }
 
     pub fn config(&self) -> &Config {
         &self.config
     }
 
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    pub fn table(&self) -> &Table {
+        &self.table
+    }
+
+    /// The MAC the gateway uses on `iface`.
+    pub fn mac(&self, iface: IfIndex) -> Mac {
+        self.macs[iface]
+    }
+
+    /// Use the device's real MAC (for `run`).
+    pub fn set_mac(&mut self, iface: IfIndex, mac: Mac) {
+        self.macs[iface] = mac;
+    }
+
     /// The interface a frame arrived on when the capture does not say:
     /// the one whose connected networks or routes contain the source address,
     /// failing that the one holding the default route.
     pub fn ingress_for(&self, frame: &[u8]) -> Option<IfIndex> {
-        let _ = frame;
-        None
+        match parse_frame(frame) {
+            FrameKind::Ip(m) => self.routes.ingress_for_source(m.src),
+            FrameKind::Arp(a) => self.routes.ingress_for_source(IpAddr::V4(a.spa)),
+            _ => None,
+        }
     }
 
     /// Process one frame received on `ingress` at `now`. `packet` is the
     /// 1-based input frame index carried into events. The frame may be
     /// rewritten in place (and grow or shrink for ALG rewrites).
     pub fn process(&mut self, now: Nanos, packet: u64, ingress: IfIndex, frame: &mut Vec<u8>, sink: &mut impl Sink) -> Verdict {
-        let _ = (now, packet, ingress, frame, sink);
-        Verdict::Drop(DropReason::Unsupported)
+        if now > self.now {
+            self.now = now;
+        }
+        self.stats.frames_in += 1;
+        let mut cx = Cx { packet, sink, generated: 0 };
+        let v = if ingress >= self.config.interfaces.len() {
+            self.drop(&mut cx, DropReason::Invalid, None, None, "arrived on an unknown interface".into())
+        } else {
+            self.process_frame(&mut cx, ingress, frame)
+        };
+        self.stats.generated += cx.generated;
+        match v {
+            Verdict::Forward(_) => self.stats.forwarded += 1,
+            Verdict::Drop(r) => self.stats.dropped[r as usize] += 1,
+            Verdict::Consumed => self.stats.consumed += 1,
+        }
+        v
     }
 
-    /// Advance timers to `now`: expire connections and pinholes.
+    /// Advance timers to `now`: expire connections and fragment state.
     pub fn tick(&mut self, now: Nanos, sink: &mut impl Sink) {
-        let _ = (now, sink);
+        if now > self.now {
+            self.now = now;
+        }
+        let mut expired = std::mem::take(&mut self.scratch);
+        expired.clear();
+        let budget = (self.table.len() / 8).max(SWEEP_MIN);
+        self.table.sweep(self.now, budget, &mut expired);
+        let mut cx = Cx { packet: 0, sink, generated: 0 };
+        for &id in &expired {
+            self.end_conn(&mut cx, id, EndReason::Timeout);
+        }
+        self.scratch = expired;
+        let now = self.now;
+        if !self.frags.is_empty() {
+            self.frags.retain(|_, f| f.expires > now);
+        }
+        self.stats.generated += cx.generated;
+    }
+
+    fn process_frame<S: Sink>(&mut self, cx: &mut Cx<'_, S>, ingress: IfIndex, frame: &mut Vec<u8>) -> Verdict {
+        let mut m = match parse_frame(frame) {
+            FrameKind::Ip(m) => m,
+            FrameKind::Arp(a) => return self.on_arp(cx, ingress, &a),
+            FrameKind::Other { ethertype } => {
+                return self.drop(
+                    cx,
+                    DropReason::Unsupported,
+                    None,
+                    None,
+                    format!("EtherType 0x{ethertype:04x} is not IPv4, IPv6 or ARP"),
+                )
+            }
+            FrameKind::Malformed(why) => return self.drop(cx, DropReason::Invalid, None, None, why.to_string()),
+        };
+
+        if is_link_scope(m.dst) {
+            return self.on_link_scope(cx, ingress, frame, &m);
+        }
+        if m.is_later_fragment() {
+            return self.later_fragment(cx, frame, &mut m);
+        }
+        // Traffic for the gateway's own addresses that is not a NAT return.
+        let to_us = self.routes.is_local(m.dst);
+        if !to_us && m.ttl <= 1 {
+            return self.ttl_exceeded(cx, ingress, frame, &m);
+        }
+        if let Some(icmp) = m.icmp {
+            if is_icmp_error(m.v6, icmp.ty) {
+                return self.icmp_error(cx, frame, &mut m);
+            }
+        }
+        let tuple = tuple_of(&m);
+        let verdict = match self.table.lookup(&tuple) {
+            Some((id, dir)) => self.existing(cx, ingress, id, dir, frame, &mut m),
+            None => self.new_conn(cx, ingress, frame, &mut m, to_us),
+        };
+        if let Some(f) = m.frag {
+            // A first fragment: its later fragments follow its fate.
+            let outcome = match verdict {
+                Verdict::Forward(_) => self.table.lookup(&tuple).ok_or(DropReason::Invalid),
+                Verdict::Drop(r) => Err(r),
+                Verdict::Consumed => Err(DropReason::Unsupported),
+            };
+            let key = (tuple.src, tuple.dst, m.proto, f.id);
+            self.frags.insert(key, FragState { outcome, expires: self.now.saturating_add(FRAG_TIMEOUT) });
+        }
+        verdict
+    }
+
+    /// A packet of a connection the table knows.
+    fn existing<S: Sink>(
+        &mut self,
+        cx: &mut Cx<'_, S>,
+        ingress: IfIndex,
+        id: ConnId,
+        dir: Dir,
+        frame: &mut Vec<u8>,
+        m: &mut Meta,
+    ) -> Verdict {
+        let now = self.now;
+        let Some(conn) = self.table.get_mut(id) else {
+            return self.drop(cx, DropReason::Invalid, None, Some(m), "connection vanished".into());
+        };
+        let expired = conn.expires <= now;
+        let reopen = m.proto == PROTO_TCP
+            && dir == Dir::Orig
+            && conn.state.is_closed()
+            && m.tcp.is_some_and(|t| t.flags & (tcp_flags::SYN | tcp_flags::ACK) == tcp_flags::SYN);
+        if expired || reopen {
+            // Its time is up (the sweep had not reached it yet), or a new SYN
+            // reuses the tuple of a closed connection: start over.
+            self.end_conn(cx, id, EndReason::Timeout);
+            let to_us = self.routes.is_local(m.dst);
+            return self.new_conn(cx, ingress, frame, m, to_us);
+        }
+        let idle = self.timeout_for(m.proto);
+        let conn = self.table.get_mut(id).expect("checked above");
+        if let Some(t) = m.tcp {
+            let seg = Segment {
+                seq: t.seq,
+                ack: t.ack,
+                flags: t.flags,
+                window: t.window,
+                payload_len: t.payload_len as u32,
+                wscale: None,
+            };
+            match conntrack::track_tcp(conn, dir, &seg, now, &self.config.timeouts) {
+                TcpOutcome::Ok => {}
+                TcpOutcome::OutOfWindow => {
+                    let detail = format!("TCP sequence {} is outside the window", t.seq);
+                    return self.drop(cx, DropReason::Invalid, None, Some(m), detail);
+                }
+                TcpOutcome::Ended(reason) => {
+                    conn.ended = true;
+                    let ev = end_event(&self.config, conn, reason);
+                    cx.event(now, ev);
+                }
+            }
+        } else {
+            if dir == Dir::Reply && conn.state == State::New {
+                conn.state = State::Replied;
+            }
+            conn.expires = now.saturating_add(idle);
+        }
+        let conn = self.table.get_mut(id).expect("checked above");
+        // The sender's MAC is where the other direction goes next.
+        conn.macs[dir.flip().idx()] = m.eth_src;
+        let (egress, next_mac) = (conn.egress(dir), conn.macs[dir.idx()]);
+        apply_translation(frame, m, conn, dir);
+        self.emit(frame, m, egress, next_mac)
+    }
+
+    /// The first packet of a connection the table does not know.
+    fn new_conn<S: Sink>(
+        &mut self,
+        cx: &mut Cx<'_, S>,
+        ingress: IfIndex,
+        frame: &mut Vec<u8>,
+        m: &mut Meta,
+        to_us: bool,
+    ) -> Verdict {
+        // Only an opening packet may create state.
+        match m.proto {
+            PROTO_TCP => {
+                let flags = m.tcp.map_or(0, |t| t.flags);
+                let opening = flags & (tcp_flags::SYN | tcp_flags::ACK | tcp_flags::RST | tcp_flags::FIN) == tcp_flags::SYN;
+                if !opening {
+                    let detail = format!("TCP {} for no known connection", flag_names(flags));
+                    return self.drop(cx, DropReason::NoConnection, None, Some(m), detail);
+                }
+            }
+            PROTO_ICMP | PROTO_ICMPV6 => {
+                let ty = m.icmp.map_or(0, |i| i.ty);
+                let request = if m.v6 { ty == 128 } else { ty == 8 };
+                if to_us && request {
+                    return self.echo_reply(cx, ingress, frame, m);
+                }
+                if !request {
+                    let detail = format!("ICMP{} type {ty} for no known connection", if m.v6 { "v6" } else { "" });
+                    return self.drop(cx, DropReason::NoConnection, None, Some(m), detail);
+                }
+            }
+            _ => {}
+        }
+
+        let limits = &self.config.limits;
+        if self.table.len() >= limits.max_connections as usize {
+            let detail = format!("connection table full ({} connections)", limits.max_connections);
+            return self.drop(cx, DropReason::Limit, None, Some(m), detail);
+        }
+        if self.table.count_for_source(m.src) >= limits.max_connections_per_source {
+            let detail = format!("{} already has {} connections", m.src, limits.max_connections_per_source);
+            return self.drop(cx, DropReason::Limit, None, Some(m), detail);
+        }
+
+        // Destination NAT: a published service on the interface it arrived on.
+        let mut dst = (m.dst, m.dport);
+        let forward = self.config.nat.forward.iter().find(|f| {
+            f.on == ingress
+                && proto_matches(f.protocol, m.proto)
+                && f.port == m.dport
+                && f.to.is_ipv4() == m.dst.is_ipv4()
+                && (to_us || self.config.interfaces[ingress].addresses.is_empty())
+        });
+        if let Some(f) = forward {
+            dst = (f.to.ip(), f.to.port());
+        } else if to_us {
+            let detail = format!("addressed to the gateway itself ({}); nothing listens there", m.dst);
+            return self.drop(cx, DropReason::Policy, None, Some(m), detail);
+        }
+
+        let Some(hop) = self.routes.lookup(dst.0) else {
+            let detail = format!("no route to {}", dst.0);
+            return self.drop(cx, DropReason::NoRoute, None, Some(m), detail);
+        };
+
+        let decision = policy::evaluate(
+            &self.config.policy,
+            &Flow { from: ingress, to: hop.iface, src: m.src, dst: dst.0, proto: m.proto, dport: dst.1 },
+        );
+        if decision.action == crate::config::Action::Deny {
+            let rule = decision.rule.map(|i| self.config.policy.rules[i].name.clone());
+            let detail = match &rule {
+                Some(r) => format!("denied by rule '{r}'"),
+                None => "no rule allows it (policy default deny)".to_string(),
+            };
+            return self.drop(cx, DropReason::Policy, rule, Some(m), detail);
+        }
+
+        // Source NAT: masquerade behind the egress interface's address.
+        let mut src = (m.src, m.sport);
+        let masq = self.config.nat.masquerade.iter().any(|r| r.from == ingress && r.to == hop.iface);
+        if masq {
+            let Some(addr) = route::iface_address(&self.config, hop.iface, m.src) else {
+                let detail = format!("masquerade on {} needs an address of this family", self.config.interfaces[hop.iface].name);
+                return self.drop(cx, DropReason::NoRoute, None, Some(m), detail);
+            };
+            let echo = m.icmp.is_some();
+            let table = &self.table;
+            let proto = m.proto;
+            let picked = if echo {
+                // An echo's identifier is both "ports" of the tuple.
+                self.ports.pick(self.config.nat.ports, m.sport, |p| {
+                    !table.contains(&Tuple { src: dst.0, dst: addr, sport: p, dport: p, proto })
+                })
+            } else {
+                self.ports.pick(self.config.nat.ports, m.sport, |p| {
+                    !table.contains(&Tuple { src: dst.0, dst: addr, sport: dst.1, dport: p, proto })
+                })
+            };
+            let Some(port) = picked else {
+                let detail = format!("no free NAT port on {addr} towards {}", dst.0);
+                return self.drop(cx, DropReason::Limit, None, Some(m), detail);
+            };
+            src = (addr, port);
+        }
+
+        let orig = tuple_of(m);
+        let reply = if m.icmp.is_some() {
+            Tuple { src: dst.0, dst: src.0, sport: src.1, dport: src.1, proto: m.proto }
+        } else {
+            Tuple { src: dst.0, dst: src.0, sport: dst.1, dport: src.1, proto: m.proto }
+        };
+        if self.table.contains(&reply) {
+            let detail = "its reply tuple belongs to another connection".to_string();
+            return self.drop(cx, DropReason::Invalid, None, Some(m), detail);
+        }
+
+        let now = self.now;
+        let mut conn = Conn {
+            orig,
+            reply,
+            state: if m.proto == PROTO_TCP { State::SynSent } else { State::New },
+            expires: now.saturating_add(self.timeout_for(m.proto)),
+            ifaces: [ingress, hop.iface],
+            macs: [self.next_hop_mac(hop.iface, hop.next_hop).unwrap_or(m.eth_dst), m.eth_src],
+            tcp: [TcpDir::default(); 2],
+            alg: None,
+            parent: None,
+            ended: false,
+        };
+        if let Some(t) = m.tcp {
+            let opts = &frame[m.l4 + 20..(m.l4 + t.header_len).min(frame.len())];
+            let seg = Segment {
+                seq: t.seq,
+                ack: t.ack,
+                flags: t.flags,
+                window: t.window,
+                payload_len: t.payload_len as u32,
+                wscale: conntrack::tcp_wscale(opts),
+            };
+            conntrack::track_tcp(&mut conn, Dir::Orig, &seg, now, &self.config.timeouts);
+        }
+
+        let ifname = |i: IfIndex| self.config.interfaces[i].name.clone();
+        let protocol = proto_name(m.proto);
+        cx.event(
+            now,
+            EventKind::ConnectionNew {
+                protocol,
+                src: Endpoint::from((orig.src, orig.sport)),
+                dst: Endpoint::from((orig.dst, orig.dport)),
+                from: ifname(ingress),
+                to: ifname(hop.iface),
+            },
+        );
+        if conn.is_nat() {
+            self.stats.nat_mappings += 1;
+            let (a, d) = conn.translation(Dir::Orig);
+            cx.event(
+                now,
+                EventKind::Nat {
+                    original: Pair { src: (a.src, a.sport).into(), dst: (a.dst, a.dport).into() },
+                    translated: Pair { src: (d.src, d.sport).into(), dst: (d.dst, d.dport).into() },
+                },
+            );
+        }
+        self.stats.connections_new += 1;
+
+        let id = self.table.insert(conn);
+        let conn = self.table.get_mut(id).expect("just inserted");
+        let (egress, next_mac) = (conn.egress(Dir::Orig), conn.macs[0]);
+        apply_translation(frame, m, conn, Dir::Orig);
+        self.emit(frame, m, egress, next_mac)
+    }
+
+    /// An ICMP error about a packet of a known connection travels with that
+    /// connection's translation, inner header included (RFC 5508 §4.2).
+    fn icmp_error<S: Sink>(&mut self, cx: &mut Cx<'_, S>, frame: &mut Vec<u8>, m: &mut Meta) -> Verdict {
+        let Some(inner) = m.icmp.and_then(|i| i.inner) else {
+            return self.drop(cx, DropReason::Invalid, None, Some(m), "ICMP error without a readable quoted header".into());
+        };
+        let quoted = Tuple { src: inner.src, dst: inner.dst, sport: inner.sport, dport: inner.dport, proto: inner.proto };
+        // The quoted packet left us as `quoted`; the error comes back the other way.
+        let Some((id, dir)) = self.table.lookup(&quoted.reversed()) else {
+            return self.drop(cx, DropReason::NoConnection, None, Some(m), "ICMP error about no known connection".into());
+        };
+        let conn = self.table.get(id).expect("lookup hit");
+        let (arr, dep) = conn.translation(dir);
+        let (egress, next_mac) = (conn.egress(dir), conn.macs[dir.idx()]);
+        if m.src == arr.src && m.src != dep.src {
+            setters::set_src_ip(frame, m, dep.src);
+        }
+        if m.dst != dep.dst {
+            setters::set_dst_ip(frame, m, dep.dst);
+        }
+        if inner.src != dep.dst {
+            setters::set_inner_src_ip(frame, m, dep.dst);
+        }
+        if inner.dst != dep.src {
+            setters::set_inner_dst_ip(frame, m, dep.src);
+        }
+        if inner.sport != dep.dport {
+            setters::set_inner_sport(frame, m, dep.dport);
+        }
+        if inner.dport != dep.sport {
+            setters::set_inner_dport(frame, m, dep.sport);
+        }
+        self.emit(frame, m, egress, next_mac)
+    }
+
+    /// A fragment after the first: no ports to look at, so it follows the
+    /// verdict its first fragment got (tracked by fragment id, not reassembled).
+    fn later_fragment<S: Sink>(&mut self, cx: &mut Cx<'_, S>, frame: &mut Vec<u8>, m: &mut Meta) -> Verdict {
+        let f = m.frag.expect("later fragment has frag info");
+        let state = self.frags.get(&(m.src, m.dst, m.proto, f.id)).copied();
+        match state.map(|s| s.outcome) {
+            Some(Ok((id, dir))) => {
+                let Some(conn) = self.table.get(id) else {
+                    return self.drop(cx, DropReason::NoConnection, None, Some(m), "fragment of an ended connection".into());
+                };
+                let (arr, dep) = conn.translation(dir);
+                let (egress, next_mac) = (conn.egress(dir), conn.macs[dir.idx()]);
+                if arr.src != dep.src {
+                    setters::set_src_ip(frame, m, dep.src);
+                }
+                if arr.dst != dep.dst {
+                    setters::set_dst_ip(frame, m, dep.dst);
+                }
+                if m.ttl <= 1 {
+                    return self.drop(cx, DropReason::TtlExceeded, None, Some(m), "TTL expired in transit (fragment)".into());
+                }
+                self.emit(frame, m, egress, next_mac)
+            }
+            Some(Err(r)) => {
+                let detail = format!("fragment of a datagram whose first fragment was dropped ({})", r.as_str());
+                self.drop(cx, r, None, Some(m), detail)
+            }
+            None => self.drop(
+                cx,
+                DropReason::Invalid,
+                None,
+                Some(m),
+                format!("fragment (offset {}) arrived before the first fragment of datagram {}", f.offset, f.id),
+            ),
+        }
+    }
+
+    /// Decrement TTL, set MACs, hand the frame back for transmission.
+    fn emit(&mut self, frame: &mut [u8], m: &mut Meta, egress: IfIndex, next_mac: Mac) -> Verdict {
+        setters::dec_ttl(frame, m);
+        let dst_mac = if next_mac == [0; 6] { m.eth_dst } else { next_mac };
+        setters::set_macs(frame, m, self.macs[egress], dst_mac);
+        Verdict::Forward(egress)
+    }
+
+    fn ttl_exceeded<S: Sink>(&mut self, cx: &mut Cx<'_, S>, ingress: IfIndex, frame: &[u8], m: &Meta) -> Verdict {
+        if let Some(from) = route::iface_address(&self.config, ingress, m.src).or_else(|| self.any_address(m.src)) {
+            let reply = build::icmp_time_exceeded(frame, m, from, self.macs[ingress], m.eth_src);
+            cx.transmit(ingress, &reply);
+        }
+        self.drop(cx, DropReason::TtlExceeded, None, Some(m), format!("TTL expired in transit (ttl {})", m.ttl))
+    }
+
+    fn echo_reply<S: Sink>(&mut self, cx: &mut Cx<'_, S>, ingress: IfIndex, frame: &mut [u8], m: &mut Meta) -> Verdict {
+        build::echo_reply_in_place(frame, m);
+        cx.transmit(ingress, frame);
+        Verdict::Consumed
+    }
+
+    fn on_arp<S: Sink>(&mut self, cx: &mut Cx<'_, S>, ingress: IfIndex, a: &Arp) -> Verdict {
+        if !a.spa.is_unspecified() {
+            self.neighbors.insert((ingress, IpAddr::V4(a.spa)), a.sha);
+        }
+        let ours = self.routes.local_iface(IpAddr::V4(a.tpa)) == Some(ingress);
+        if a.op == 1 && ours {
+            let reply = build::arp_reply(a, self.macs[ingress]);
+            cx.transmit(ingress, &reply);
+        }
+        // ARP is link-local: the gateway learns from it and never forwards it.
+        Verdict::Consumed
+    }
+
+    /// Multicast and broadcast stay on their link. Neighbour discovery is the
+    /// gateway's business; anything else is not routed.
+    fn on_link_scope<S: Sink>(&mut self, cx: &mut Cx<'_, S>, ingress: IfIndex, frame: &[u8], m: &Meta) -> Verdict {
+        if m.proto == PROTO_ICMPV6 {
+            if let Some(icmp) = m.icmp {
+                if (133..=137).contains(&icmp.ty) {
+                    self.on_nd(cx, ingress, frame, m, icmp.ty);
+                    return Verdict::Consumed;
+                }
+            }
+        }
+        let detail = format!("{} is a multicast/broadcast destination; not routed", m.dst);
+        self.drop(cx, DropReason::Unsupported, None, Some(m), detail)
+    }
+
+    fn on_nd<S: Sink>(&mut self, cx: &mut Cx<'_, S>, ingress: IfIndex, frame: &[u8], m: &Meta, ty: u8) {
+        if !m.src.is_unspecified() {
+            self.neighbors.insert((ingress, m.src), m.eth_src);
+        }
+        // Neighbour solicitation: type, code, checksum, reserved(4), target(16).
+        if ty == 135 {
+            if let (Some(t), IpAddr::V6(src)) = (frame.get(m.l4 + 8..m.l4 + 24), m.src) {
+                let target = std::net::Ipv6Addr::from(<[u8; 16]>::try_from(t).expect("16 bytes"));
+                if self.routes.local_iface(IpAddr::V6(target)) == Some(ingress) && !src.is_unspecified() {
+                    let na = build::neighbor_advert(self.macs[ingress], target, m.eth_src, src);
+                    cx.transmit(ingress, &na);
+                }
+            }
+        }
+    }
+
+    fn end_conn<S: Sink>(&mut self, cx: &mut Cx<'_, S>, id: ConnId, reason: EndReason) {
+        if let Some(conn) = self.table.remove(id) {
+            if !conn.ended {
+                let ev = end_event(&self.config, &conn, reason);
+                cx.event(self.now, ev);
+            }
+        }
+    }
+
+    fn drop<S: Sink>(
+        &mut self,
+        cx: &mut Cx<'_, S>,
+        reason: DropReason,
+        rule: Option<String>,
+        m: Option<&Meta>,
+        detail: String,
+    ) -> Verdict {
+        let (src, dst) = match m {
+            Some(m) => (Some(Endpoint::from((m.src, m.sport))), Some(Endpoint::from((m.dst, m.dport)))),
+            None => (None, None),
+        };
+        cx.event(self.now, EventKind::Drop { reason, rule, session: None, src, dst, detail });
+        Verdict::Drop(reason)
+    }
+
+    fn timeout_for(&self, proto: u8) -> Duration {
+        let t = &self.config.timeouts;
+        match proto {
+            PROTO_TCP => t.tcp_transitory,
+            PROTO_UDP => t.udp,
+            PROTO_ICMP | PROTO_ICMPV6 => t.icmp,
+            _ => t.udp,
+        }
+    }
+
+    fn next_hop_mac(&self, iface: IfIndex, ip: IpAddr) -> Option<Mac> {
+        self.neighbors.get(&(iface, ip)).copied()
+    }
+
+    fn any_address(&self, like: IpAddr) -> Option<IpAddr> {
+        (0..self.config.interfaces.len()).find_map(|i| route::iface_address(&self.config, i, like))
+    }
+}
+
+/// Per-call context: the input frame's index and the output sink.
+struct Cx<'a, S: Sink> {
+    packet: u64,
+    sink: &'a mut S,
+    generated: u64,
+}
+
+impl<S: Sink> Cx<'_, S> {
+    fn event(&mut self, now: Nanos, kind: EventKind) {
+        let packet = (self.packet != 0).then_some(self.packet);
+        self.sink.event(Event::new(now, packet, kind));
+    }
+    fn transmit(&mut self, iface: IfIndex, frame: &[u8]) {
+        self.generated += 1;
+        self.sink.transmit(iface, frame);
+    }
+}
+
+fn apply_translation(frame: &mut [u8], m: &mut Meta, conn: &Conn, dir: Dir) {
+    if !conn.is_nat() {
+        return;
+    }
+    let (_, dep) = conn.translation(dir);
+    let echo = m.icmp.is_some();
+    if m.src != dep.src {
+        setters::set_src_ip(frame, m, dep.src);
+    }
+    if m.dst != dep.dst {
+        setters::set_dst_ip(frame, m, dep.dst);
+    }
+    if echo {
+        // One identifier, carried in the tuple as both ports.
+        let id = if dir == Dir::Orig { dep.sport } else { dep.dport };
+        if m.sport != id {
+            setters::set_src_port(frame, m, id);
+        }
+        return;
+    }
+    if m.sport != dep.sport {
+        setters::set_src_port(frame, m, dep.sport);
+    }
+    if m.dport != dep.dport {
+        setters::set_dst_port(frame, m, dep.dport);
+    }
+}
+
+fn end_event(cfg: &Config, conn: &Conn, reason: EndReason) -> EventKind {
+    EventKind::ConnectionEnd {
+        protocol: proto_name(conn.orig.proto),
+        src: (conn.orig.src, conn.orig.sport).into(),
+        dst: (conn.orig.dst, conn.orig.dport).into(),
+        from: cfg.interfaces[conn.ifaces[0]].name.clone(),
+        to: cfg.interfaces[conn.ifaces[1]].name.clone(),
+        reason,
+    }
+}
+
+/// The connection-table tuple of a packet. An ICMP echo's identifier stands in
+/// for both ports, so request and reply map to one connection.
+#[inline]
+fn tuple_of(m: &Meta) -> Tuple {
+    Tuple { src: m.src, dst: m.dst, sport: m.sport, dport: m.dport, proto: m.proto }
+}
+
+fn is_icmp_error(v6: bool, ty: u8) -> bool {
+    if v6 {
+        ty < 128
+    } else {
+        matches!(ty, 3 | 4 | 5 | 11 | 12)
+    }
+}
+
+fn is_link_scope(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(a) => a.is_multicast() || a.is_broadcast(),
+        IpAddr::V6(a) => a.is_multicast(),
+    }
+}
+
+fn proto_matches(p: Protocol, proto: u8) -> bool {
+    match p {
+        Protocol::Any => true,
+        Protocol::Tcp => proto == PROTO_TCP,
+        Protocol::Udp => proto == PROTO_UDP,
+        Protocol::Icmp => proto == PROTO_ICMP || proto == PROTO_ICMPV6,
+    }
+}
+
+pub fn proto_name(proto: u8) -> &'static str {
+    match proto {
+        PROTO_TCP => "tcp",
+        PROTO_UDP => "udp",
+        PROTO_ICMP => "icmp",
+        PROTO_ICMPV6 => "icmpv6",
+        47 => "gre",
+        50 => "esp",
+        51 => "ah",
+        132 => "sctp",
+        _ => "other",
+    }
+}
+
+fn flag_names(flags: u8) -> String {
+    let names = [
+        (tcp_flags::SYN, "SYN"),
+        (tcp_flags::ACK, "ACK"),
+        (tcp_flags::FIN, "FIN"),
+        (tcp_flags::RST, "RST"),
+        (tcp_flags::PSH, "PSH"),
+    ];
+    let v: Vec<&str> = names.iter().filter(|(b, _)| flags & b != 0).map(|&(_, n)| n).collect();
+    if v.is_empty() {
+        "segment without flags".into()
+    } else {
+        v.join("+")
     }
 }
