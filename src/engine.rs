@@ -13,6 +13,7 @@ use std::time::Duration;
 use crate::config::{Config, IfIndex, Protocol};
 use crate::conntrack::{self, Conn, ConnId, Dir, Segment, State, Table, TcpDir, TcpOutcome, Tuple};
 use crate::event::{DropReason, EndReason, Endpoint, Event, EventKind, Pair};
+use crate::ftp::alg::{self, FtpSession, Pinholes, SegVerdict};
 use crate::nat::PortAllocator;
 use crate::policy::{self, Flow};
 use crate::route::{self, Routes};
@@ -89,6 +90,11 @@ pub struct Engine {
     now: Nanos,
     stats: Stats,
     scratch: Vec<ConnId>,
+    /// FTP control sessions, indexed by `Conn::alg`.
+    ftp: Vec<Option<FtpSession>>,
+    ftp_free: Vec<u32>,
+    pinholes: Pinholes,
+    alg_events: Vec<EventKind>,
 }
 
 impl Engine {
@@ -111,6 +117,10 @@ impl Engine {
             now: Nanos::ZERO,
             stats: Stats::default(),
             scratch: Vec::new(),
+            ftp: Vec::new(),
+            ftp_free: Vec::new(),
+            pinholes: alg::new_pinholes(),
+            alg_events: Vec::new(),
             config,
         }
     }
@@ -186,6 +196,22 @@ impl Engine {
         }
         self.scratch = expired;
         let now = self.now;
+        if !self.pinholes.is_empty() {
+            let mut gone = Vec::new();
+            self.pinholes.retain(|k, p| {
+                let keep = p.expires > now;
+                if !keep {
+                    gone.push((*k, p.session, p.control));
+                }
+                keep
+            });
+            for (key, session, control) in gone {
+                if let Some(sess) = self.session_of(control) {
+                    sess.pinholes.retain(|k| *k != key);
+                }
+                cx.event(now, EventKind::PinholeExpire { session, address: key.0, port: key.1 });
+            }
+        }
         if !self.frags.is_empty() {
             self.frags.retain(|_, f| f.expires > now);
         }
@@ -270,25 +296,43 @@ impl Engine {
         }
         let idle = self.timeout_for(m.proto);
         let conn = self.table.get_mut(id).expect("checked above");
+        let alg_idx = conn.alg;
         if let Some(t) = m.tcp {
+            let mut ack = t.ack;
+            if let Some(sess) = alg_idx.and_then(|i| self.ftp[i as usize].as_mut()) {
+                if dir == Dir::Reply && t.flags & (tcp_flags::SYN | tcp_flags::ACK) == tcp_flags::SYN | tcp_flags::ACK {
+                    sess.server_isn(t.seq.wrapping_add(1));
+                }
+                // Window tracking works in each sender's own sequence space.
+                ack = sess.map_ack(dir, t.ack);
+            }
             let seg = Segment {
                 seq: t.seq,
-                ack: t.ack,
+                ack,
                 flags: t.flags,
                 window: t.window,
                 payload_len: t.payload_len as u32,
                 wscale: None,
             };
-            match conntrack::track_tcp(conn, dir, &seg, now, &self.config.timeouts) {
-                TcpOutcome::Ok => {}
-                TcpOutcome::OutOfWindow => {
-                    let detail = format!("TCP sequence {} is outside the window", t.seq);
-                    return self.drop(cx, DropReason::Invalid, None, Some(m), detail);
-                }
-                TcpOutcome::Ended(reason) => {
-                    conn.ended = true;
-                    let ev = end_event(&self.config, conn, reason);
-                    cx.event(now, ev);
+            if t.flags & tcp_flags::SYN != 0 && t.flags & tcp_flags::ACK != 0 {
+                let opts = &frame[m.l4 + 20..(m.l4 + t.header_len).min(frame.len())];
+                let seg = Segment { wscale: conntrack::tcp_wscale(opts), ..seg };
+                let _ = conntrack::track_tcp(conn, dir, &seg, now, &self.config.timeouts);
+            } else {
+                match conntrack::track_tcp(conn, dir, &seg, now, &self.config.timeouts) {
+                    TcpOutcome::Ok => {}
+                    TcpOutcome::OutOfWindow => {
+                        let detail = format!("TCP sequence {} is outside the window", t.seq);
+                        return self.drop(cx, DropReason::Invalid, None, Some(m), detail);
+                    }
+                    TcpOutcome::Ended(reason) => {
+                        conn.ended = true;
+                        let ev = end_event(&self.config, conn, reason);
+                        cx.event(now, ev);
+                        if let Some(i) = alg_idx {
+                            self.close_pinholes(cx, i);
+                        }
+                    }
                 }
             }
         } else {
@@ -300,9 +344,164 @@ impl Engine {
         let conn = self.table.get_mut(id).expect("checked above");
         // The sender's MAC is where the other direction goes next.
         conn.macs[dir.flip().idx()] = m.eth_src;
+        if alg_idx.is_some() && m.tcp.is_some() {
+            if let Some(v) = self.run_alg(cx, id, dir, frame, m) {
+                return v;
+            }
+        }
+        let conn = self.table.get(id).expect("checked above");
         let (egress, next_mac) = (conn.egress(dir), conn.macs[dir.idx()]);
         apply_translation(frame, m, conn, dir);
         self.emit(frame, m, egress, next_mac)
+    }
+
+    /// The FTP ALG's look at a control-connection segment: it may rewrite the
+    /// payload and shift sequence numbers, hold a partial line, or refuse.
+    /// None: carry on forwarding.
+    fn run_alg<S: Sink>(&mut self, cx: &mut Cx<'_, S>, id: ConnId, dir: Dir, frame: &mut Vec<u8>, m: &mut Meta) -> Option<Verdict> {
+        let t = m.tcp?;
+        let ai = self.table.get(id)?.alg? as usize;
+        let mut sess = self.ftp.get_mut(ai)?.take()?;
+        let mut events = std::mem::take(&mut self.alg_events);
+        let (verdict, edit) = {
+            let conn = self.table.get(id).expect("caller checked");
+            let mut ctx = alg::Ctx {
+                cfg: &self.config.ftp,
+                now: self.now,
+                conn,
+                table: &self.table,
+                ports: &mut self.ports,
+                pinholes: &self.pinholes,
+                nat_ports: self.config.nat.ports,
+                events: &mut events,
+            };
+            let end = (t.payload + t.payload_len).min(frame.len());
+            let seg = alg::Seg { seq: t.seq, ack: t.ack, flags: t.flags, payload: &frame[t.payload.min(end)..end] };
+            sess.on_segment(&mut ctx, dir, &seg)
+        };
+        for ev in events.drain(..) {
+            let ev = match ev {
+                EventKind::Drop { reason, rule, session, detail, .. } => EventKind::Drop {
+                    reason,
+                    rule,
+                    session,
+                    src: Some((m.src, m.sport).into()),
+                    dst: Some((m.dst, m.dport).into()),
+                    detail,
+                },
+                other => other,
+            };
+            cx.event(self.now, ev);
+        }
+        self.alg_events = events;
+
+        if let Some(p) = &edit.payload {
+            setters::replace_tcp_payload(frame, m, 0, t.payload_len, p);
+        }
+        if let Some(seq) = edit.seq {
+            setters::set_tcp_seq(frame, m, seq);
+        }
+        if let Some(ack) = edit.ack {
+            setters::set_tcp_ack(frame, m, ack);
+        }
+        if sess.other_shifted(dir) {
+            setters::map_sack(frame, m, |x| sess.map_ack(dir, x));
+        }
+        let session = sess.session;
+        let result = match verdict {
+            SegVerdict::Forward => None,
+            SegVerdict::Hold => Some(Verdict::Consumed),
+            SegVerdict::Drop(reason, detail) => {
+                let src = Some(Endpoint::from((m.src, m.sport)));
+                let dst = Some(Endpoint::from((m.dst, m.dport)));
+                cx.event(self.now, EventKind::Drop { reason, rule: None, session: Some(session), src, dst, detail });
+                Some(Verdict::Drop(reason))
+            }
+            SegVerdict::Reset(reason, detail) => {
+                self.reset_control(cx, id, &sess, dir, m, reason, detail);
+                Some(Verdict::Drop(reason))
+            }
+        };
+        self.ftp[ai] = Some(sess);
+        if self.table.get(id).is_some_and(|c| c.ended) {
+            // A reset control connection's pinholes go with it.
+            self.close_pinholes(cx, ai as u32);
+        }
+        result
+    }
+
+    /// `on_violation: reset`: RST to both ends, as each expects it, and the
+    /// control connection is over.
+    #[allow(clippy::too_many_arguments)]
+    fn reset_control<S: Sink>(
+        &mut self,
+        cx: &mut Cx<'_, S>,
+        id: ConnId,
+        sess: &FtpSession,
+        dir: Dir,
+        m: &Meta,
+        reason: DropReason,
+        detail: String,
+    ) {
+        let Some(conn) = self.table.get(id) else { return };
+        let t = m.tcp.expect("control segments are TCP");
+        // The current segment's ACK is exactly what its sender expects next.
+        let acked = (t.flags & tcp_flags::ACK != 0).then_some(t.ack);
+        let (client_seq, server_seq) = match dir {
+            Dir::Orig => (acked, sess.receiver_next(Dir::Orig)),
+            Dir::Reply => (sess.receiver_next(Dir::Reply), acked),
+        };
+        let mac_or = |mac: Mac| if mac == [0; 6] { m.eth_src } else { mac };
+        let mut frames = Vec::new();
+        if let Some(seq) = client_seq {
+            let f = build::tcp_rst(
+                self.macs[conn.ifaces[0]],
+                mac_or(conn.macs[1]),
+                (conn.orig.dst, conn.orig.dport),
+                (conn.orig.src, conn.orig.sport),
+                seq,
+                None,
+            );
+            frames.push((conn.ifaces[0], f));
+        }
+        if let Some(seq) = server_seq {
+            let f = build::tcp_rst(
+                self.macs[conn.ifaces[1]],
+                mac_or(conn.macs[0]),
+                (conn.reply.dst, conn.reply.dport),
+                (conn.reply.src, conn.reply.sport),
+                seq,
+                None,
+            );
+            frames.push((conn.ifaces[1], f));
+        }
+        for (i, f) in &frames {
+            cx.transmit(*i, f);
+        }
+        let session = Some(sess.session);
+        let (src, dst) = (Some(Endpoint::from((m.src, m.sport))), Some(Endpoint::from((m.dst, m.dport))));
+        cx.event(self.now, EventKind::Drop { reason, rule: None, session, src, dst, detail });
+        cx.event(self.now, EventKind::Reset { session: sess.session, reason });
+        let now = self.now;
+        if let Some(conn) = self.table.get_mut(id) {
+            conn.state = State::Close;
+            conn.expires = now.saturating_add(Duration::from_secs(10));
+            if !conn.ended {
+                conn.ended = true;
+                let ev = end_event(&self.config, conn, EndReason::Rst);
+                cx.event(now, ev);
+            }
+        }
+    }
+
+    /// Close every pinhole an FTP session holds (its control connection ended).
+    fn close_pinholes<S: Sink>(&mut self, cx: &mut Cx<'_, S>, ai: u32) {
+        let Some(sess) = self.ftp.get_mut(ai as usize).and_then(|s| s.as_mut()) else { return };
+        for key in sess.pinholes.drain(..) {
+            if self.pinholes.remove_if(&key, |_, p| p.control == sess.control).is_some() {
+                cx.event(self.now, EventKind::PinholeExpire { session: sess.session, address: key.0, port: key.1 });
+            }
+        }
     }
 
     /// The first packet of a connection the table does not know.
@@ -346,6 +545,14 @@ impl Engine {
         if self.table.count_for_source(m.src) >= limits.max_connections_per_source {
             let detail = format!("{} already has {} connections", m.src, limits.max_connections_per_source);
             return self.drop(cx, DropReason::Limit, None, Some(m), detail);
+        }
+
+        if m.proto == PROTO_TCP {
+            let now = self.now;
+            let taken = self.pinholes.remove_if(&(m.dst, m.dport), |_, p| p.peer == m.src && p.expires > now);
+            if let Some((_, pin)) = taken {
+                return self.pinhole_conn(cx, ingress, frame, m, pin);
+            }
         }
 
         // Destination NAT: a published service on the interface it arrived on.
@@ -410,6 +617,24 @@ impl Engine {
             src = (addr, port);
         }
 
+        self.create_conn(cx, ingress, hop.iface, hop.next_hop, frame, m, src, dst, None)
+    }
+
+    /// Insert a new connection `src → dst` (after NAT) for the packet in
+    /// hand, log it, and forward the packet.
+    #[allow(clippy::too_many_arguments)]
+    fn create_conn<S: Sink>(
+        &mut self,
+        cx: &mut Cx<'_, S>,
+        ingress: IfIndex,
+        egress: IfIndex,
+        next_hop: IpAddr,
+        frame: &mut Vec<u8>,
+        m: &mut Meta,
+        src: (IpAddr, u16),
+        dst: (IpAddr, u16),
+        parent: Option<ConnId>,
+    ) -> Verdict {
         let orig = tuple_of(m);
         let reply = if m.icmp.is_some() {
             Tuple { src: dst.0, dst: src.0, sport: src.1, dport: src.1, proto: m.proto }
@@ -427,11 +652,11 @@ impl Engine {
             reply,
             state: if m.proto == PROTO_TCP { State::SynSent } else { State::New },
             expires: now.saturating_add(self.timeout_for(m.proto)),
-            ifaces: [ingress, hop.iface],
-            macs: [self.next_hop_mac(hop.iface, hop.next_hop).unwrap_or(m.eth_dst), m.eth_src],
+            ifaces: [ingress, egress],
+            macs: [self.next_hop_mac(egress, next_hop).unwrap_or(m.eth_dst), m.eth_src],
             tcp: [TcpDir::default(); 2],
             alg: None,
-            parent: None,
+            parent,
             ended: false,
         };
         if let Some(t) = m.tcp {
@@ -456,7 +681,7 @@ impl Engine {
                 src: Endpoint::from((orig.src, orig.sport)),
                 dst: Endpoint::from((orig.dst, orig.dport)),
                 from: ifname(ingress),
-                to: ifname(hop.iface),
+                to: ifname(egress),
             },
         );
         if conn.is_nat() {
@@ -472,11 +697,70 @@ impl Engine {
         }
         self.stats.connections_new += 1;
 
+        let ftp_control = m.proto == PROTO_TCP && parent.is_none() && self.config.ftp.control_ports.contains(&dst.1);
+        let client_isn = m.tcp.map_or(0, |t| t.seq.wrapping_add(1));
         let id = self.table.insert(conn);
-        let conn = self.table.get_mut(id).expect("just inserted");
+        if ftp_control {
+            let conn = self.table.get(id).expect("just inserted");
+            let sess = FtpSession::new(id, conn, client_isn);
+            let ai = match self.ftp_free.pop() {
+                Some(i) => {
+                    self.ftp[i as usize] = Some(sess);
+                    i
+                }
+                None => {
+                    self.ftp.push(Some(sess));
+                    (self.ftp.len() - 1) as u32
+                }
+            };
+            self.table.get_mut(id).expect("just inserted").alg = Some(ai);
+        }
+        let conn = self.table.get(id).expect("just inserted");
         let (egress, next_mac) = (conn.egress(Dir::Orig), conn.macs[0]);
         apply_translation(frame, m, conn, Dir::Orig);
         self.emit(frame, m, egress, next_mac)
+    }
+
+    /// A SYN that an FTP pinhole expects: admitted without a policy rule,
+    /// translated consistently with its control connection, once.
+    fn pinhole_conn<S: Sink>(
+        &mut self,
+        cx: &mut Cx<'_, S>,
+        ingress: IfIndex,
+        frame: &mut Vec<u8>,
+        m: &mut Meta,
+        pin: alg::Pinhole,
+    ) -> Verdict {
+        if let Some(sess) = self.session_of(pin.control) {
+            sess.pinholes.retain(|k| *k != (pin.address, pin.port));
+        }
+        cx.event(self.now, EventKind::PinholeUse { session: pin.session, address: pin.address, port: pin.port });
+        let dst = pin.target;
+        let Some(hop) = self.routes.lookup(dst.0) else {
+            let detail = format!("no route to {}", dst.0);
+            return self.drop(cx, DropReason::NoRoute, None, Some(m), detail);
+        };
+        let mut src = (m.src, m.sport);
+        if let Some(public) = pin.snat {
+            if public != m.src {
+                let table = &self.table;
+                let picked = self.ports.pick(self.config.nat.ports, m.sport, |p| {
+                    !table.contains(&Tuple { src: dst.0, dst: public, sport: dst.1, dport: p, proto: PROTO_TCP })
+                });
+                let Some(port) = picked else {
+                    let detail = format!("no free NAT port on {public} for an FTP data connection");
+                    return self.drop(cx, DropReason::Limit, None, Some(m), detail);
+                };
+                src = (public, port);
+            }
+        }
+        let _ = ingress;
+        self.create_conn(cx, ingress, hop.iface, hop.next_hop, frame, m, src, dst, Some(pin.control))
+    }
+
+    fn session_of(&mut self, control: ConnId) -> Option<&mut FtpSession> {
+        let ai = self.table.get(control)?.alg?;
+        self.ftp.get_mut(ai as usize)?.as_mut()
     }
 
     /// An ICMP error about a packet of a known connection travels with that
@@ -618,6 +902,11 @@ impl Engine {
     }
 
     fn end_conn<S: Sink>(&mut self, cx: &mut Cx<'_, S>, id: ConnId, reason: EndReason) {
+        if let Some(ai) = self.table.get(id).and_then(|c| c.alg) {
+            self.close_pinholes(cx, ai);
+            self.ftp[ai as usize] = None;
+            self.ftp_free.push(ai);
+        }
         if let Some(conn) = self.table.remove(id) {
             if !conn.ended {
                 let ev = end_event(&self.config, &conn, reason);

@@ -1,0 +1,968 @@
+//! The FTP application-layer gateway.
+//!
+//! For each FTP control connection it follows both directions as byte
+//! streams cut into lines, matches replies to the commands they answer, and
+//! acts on the few lines that carry data-connection addresses: PORT/EPRT from
+//! the client, 227/229 from the server. It rewrites them where NAT hides the
+//! real endpoint, refuses what the policy forbids, and opens a one-shot
+//! pinhole for exactly the announced data connection.
+//!
+//! Sequence numbers: a rewrite that changes a line's length shifts every later
+//! byte of that direction. Each direction keeps the list of its rewrites (in
+//! the sender's byte offsets) and maps any offset through it, so
+//! retransmissions, several rewrites in flight and SACK blocks translate
+//! consistently, and a retransmitted rewritten line is re-emitted byte for
+//! byte. The gateway never forwards the first half of a line it may have to
+//! change: such a partial line is held until it completes.
+//!
+//! Out-of-order segments on a control connection are dropped rather than
+//! buffered: the sender retransmits them once the hole fills, and the ALG
+//! never has to decide on bytes the receiver has not seen in order.
+
+use std::collections::VecDeque;
+use std::net::{IpAddr, SocketAddr, SocketAddrV4};
+use std::sync::Arc;
+
+use dashmap::DashMap;
+
+use crate::config::{Action, Ftp, IfIndex, OnViolation, PasvMismatch, ZeroAddress};
+use crate::conntrack::{Conn, ConnId, Dir, Table, Tuple};
+use crate::event::{loggable_line, DropReason, EventKind, Session};
+use crate::ftp::parse::{self, Command, ParseError};
+use crate::ftp::stream::{LineStream, StreamEvent};
+use crate::nat::PortAllocator;
+use crate::time::Nanos;
+use crate::wire::{tcp_flags, PROTO_TCP};
+
+/// Longest control line accepted (a long path name fits; a flood does not).
+pub const MAX_LINE: usize = 4096;
+/// Rewrites remembered per direction before the oldest acknowledged ones are folded.
+const MAX_REWRITES: usize = 64;
+
+/// Where a pinhole waits: the address and port the data connection will be
+/// sent to, as it arrives at the gateway.
+pub type PinholeKey = (IpAddr, u16);
+
+/// One expected data connection.
+#[derive(Clone, Debug)]
+pub struct Pinhole {
+    pub session: Session,
+    pub control: ConnId,
+    /// The only source address admitted.
+    pub peer: IpAddr,
+    /// Where it is admitted (after NAT): the key.
+    pub address: IpAddr,
+    pub port: u16,
+    /// Where the gateway delivers it (destination NAT), or `(address, port)`.
+    pub target: (IpAddr, u16),
+    /// The source address the data connection leaves with, when the control
+    /// connection's far side sees its peer under another address.
+    pub snat: Option<IpAddr>,
+    pub expires: Nanos,
+    /// The control connection's egress toward the peer's side (the data connection arrives there).
+    pub ingress: IfIndex,
+}
+
+/// Pinholes are the one piece of state every worker must see: a data
+/// connection's SYN may be hashed to any worker.
+pub type Pinholes = Arc<DashMap<PinholeKey, Pinhole, foldhash::fast::RandomState>>;
+
+pub fn new_pinholes() -> Pinholes {
+    Arc::new(DashMap::with_hasher(foldhash::fast::RandomState::default()))
+}
+
+/// What the ALG decided for one segment of a control connection.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SegVerdict {
+    /// Forward the (possibly rewritten) frame.
+    Forward,
+    /// The segment's bytes are held (a partial line) or were nothing new: do not forward.
+    Hold,
+    /// Drop this segment (out of order, or after a violation with `on_violation: drop`).
+    Drop(DropReason, String),
+    /// Reset both ends and drop.
+    Reset(DropReason, String),
+}
+
+#[derive(Clone, Debug)]
+struct Rewrite {
+    /// Sender's stream offset of the line's first byte.
+    start: u64,
+    old_len: u32,
+    new: Vec<u8>,
+}
+
+impl Rewrite {
+    fn end(&self) -> u64 {
+        self.start + self.old_len as u64
+    }
+    fn delta(&self) -> i64 {
+        self.new.len() as i64 - self.old_len as i64
+    }
+}
+
+/// One direction of the control connection.
+struct Half {
+    stream: LineStream,
+    /// Sequence number of the first payload byte.
+    isn: u32,
+    /// Stream offset up to which bytes have been forwarded.
+    released: u64,
+    /// Bytes `[released, stream.next_offset())`: seen in order, not yet forwarded.
+    held: Vec<u8>,
+    /// Rewrites still remembered, in stream order.
+    rewrites: Vec<Rewrite>,
+    /// Shift of everything before `rewrites[0]` (folded older rewrites).
+    base_delta: i64,
+    /// Violation with `on_violation: drop`: every later byte of this direction is dropped.
+    blocked_at: Option<u64>,
+    /// A multi-line reply in progress: its code.
+    multiline: Option<u16>,
+}
+
+impl Half {
+    fn new(isn: u32) -> Half {
+        Half {
+            stream: LineStream::new(isn, MAX_LINE, 0),
+            isn,
+            released: 0,
+            held: Vec::new(),
+            rewrites: Vec::new(),
+            base_delta: 0,
+            blocked_at: None,
+            multiline: None,
+        }
+    }
+
+    fn shifted(&self) -> bool {
+        self.base_delta != 0 || !self.rewrites.is_empty()
+    }
+
+    /// Sender's offset → receiver's offset. Inside a rewritten line, length
+    /// changes are absorbed at the line's end.
+    fn map_fwd(&self, o: u64) -> u64 {
+        let mut delta = self.base_delta;
+        for r in &self.rewrites {
+            if o <= r.start {
+                break;
+            }
+            if o < r.end() {
+                let within = (o - r.start).min(r.new.len() as u64);
+                return add(r.start, delta) + within;
+            }
+            delta += r.delta();
+        }
+        add(o, delta)
+    }
+
+    /// Receiver's offset (an acknowledgement) → sender's offset. An ACK that
+    /// ends inside a rewritten line acknowledges no more than the receiver
+    /// provably has, so the sender retransmits the rest and it maps back.
+    fn map_back(&self, n: u64) -> u64 {
+        let mut delta = self.base_delta;
+        for r in &self.rewrites {
+            let ns = add(r.start, delta);
+            if n <= ns {
+                break;
+            }
+            let ne = ns + r.new.len() as u64;
+            if n < ne {
+                return r.start + (n - ns).min(r.old_len.saturating_sub(1) as u64);
+            }
+            delta += r.delta();
+        }
+        add(n, -delta)
+    }
+
+    /// The receiver's bytes for the sender's bytes `bytes` at offset `a`.
+    fn map_bytes(&self, a: u64, bytes: &[u8], out: &mut Vec<u8>) {
+        let b = a + bytes.len() as u64;
+        let mut pos = a;
+        for r in &self.rewrites {
+            if r.end() <= pos || r.start >= b {
+                continue;
+            }
+            if pos < r.start {
+                out.extend_from_slice(&bytes[(pos - a) as usize..(r.start - a) as usize]);
+                pos = r.start;
+            }
+            let stop = b.min(r.end());
+            let n0 = ((pos - r.start) as usize).min(r.new.len());
+            let n1 = if stop == r.end() { r.new.len() } else { ((stop - r.start) as usize).min(r.new.len()) };
+            out.extend_from_slice(&r.new[n0..n1.max(n0)]);
+            pos = stop;
+        }
+        if pos < b {
+            out.extend_from_slice(&bytes[(pos - a) as usize..]);
+        }
+    }
+
+    /// Forget rewrites the receiver has acknowledged, beyond the newest few.
+    fn fold(&mut self, acked: u64) {
+        while self.rewrites.len() > MAX_REWRITES && self.rewrites[0].end() <= acked {
+            let r = self.rewrites.remove(0);
+            self.base_delta += r.delta();
+        }
+    }
+}
+
+fn add(o: u64, d: i64) -> u64 {
+    (o as i64 + d).max(0) as u64
+}
+
+/// A command waiting for its final reply.
+#[derive(Clone, Debug)]
+enum Pending {
+    Pasv,
+    Epsv,
+    /// PORT/EPRT and the pinhole it opened.
+    Active(PinholeKey),
+    /// AUTH with its line, for the `ftp_encrypted` event.
+    Auth(String),
+    /// A command the gateway replaced by NOOP; its reply becomes this refusal.
+    Refused(String),
+    Other,
+}
+
+pub struct FtpSession {
+    pub session: Session,
+    pub control: ConnId,
+    halves: [Option<Half>; 2],
+    pending: VecDeque<Pending>,
+    pub encrypted: bool,
+    epsv_all: bool,
+    /// Open pinholes of this session, oldest first.
+    pub pinholes: VecDeque<PinholeKey>,
+}
+
+/// What the ALG needs from the engine for one segment.
+pub struct Ctx<'a> {
+    pub cfg: &'a Ftp,
+    pub now: Nanos,
+    pub conn: &'a Conn,
+    pub table: &'a Table,
+    pub ports: &'a mut PortAllocator,
+    pub pinholes: &'a Pinholes,
+    pub nat_ports: crate::config::PortMode,
+    pub events: &'a mut Vec<EventKind>,
+}
+
+/// A TCP segment of the control connection, as it arrived.
+pub struct Seg<'a> {
+    pub seq: u32,
+    pub ack: u32,
+    pub flags: u8,
+    pub payload: &'a [u8],
+}
+
+/// How to change the segment before forwarding.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Edit {
+    /// New payload, when it differs from the original.
+    pub payload: Option<Vec<u8>>,
+    /// New sequence number, when it differs.
+    pub seq: Option<u32>,
+    /// New acknowledgement number, when it differs.
+    pub ack: Option<u32>,
+}
+
+impl FtpSession {
+    /// A control connection followed from its SYN.
+    pub fn new(control: ConnId, conn: &Conn, client_isn: u32) -> FtpSession {
+        let session = Session {
+            client: SocketAddr::new(conn.orig.src, conn.orig.sport),
+            server: SocketAddr::new(conn.orig.dst, conn.orig.dport),
+        };
+        FtpSession {
+            session,
+            control,
+            halves: [Some(Half::new(client_isn)), None],
+            pending: VecDeque::new(),
+            encrypted: false,
+            epsv_all: false,
+            pinholes: VecDeque::new(),
+        }
+    }
+
+    /// The server's SYN-ACK fixes its initial sequence number.
+    pub fn server_isn(&mut self, isn: u32) {
+        if self.halves[1].is_none() {
+            self.halves[1] = Some(Half::new(isn));
+        }
+    }
+
+    /// Map a received acknowledgement number to the sender's sequence space of
+    /// the other direction (for window tracking and for the wire).
+    pub fn map_ack(&self, dir: Dir, ack: u32) -> u32 {
+        match &self.halves[dir.flip().idx()] {
+            Some(h) if h.shifted() => {
+                let n = ack.wrapping_sub(h.isn) as u64;
+                h.isn.wrapping_add(h.map_back(n) as u32)
+            }
+            _ => ack,
+        }
+    }
+
+    /// Map a sequence number of `dir`'s sender to what its receiver sees.
+    pub fn map_seq(&self, dir: Dir, seq: u32) -> u32 {
+        match &self.halves[dir.idx()] {
+            Some(h) if h.shifted() => {
+                let o = seq.wrapping_sub(h.isn) as u64;
+                h.isn.wrapping_add(h.map_fwd(o) as u32)
+            }
+            _ => seq,
+        }
+    }
+
+    /// True when acknowledgement numbers going in `dir` need mapping.
+    pub fn other_shifted(&self, dir: Dir) -> bool {
+        self.halves[dir.flip().idx()].as_ref().is_some_and(|h| h.shifted())
+    }
+
+    /// Process one segment going in `dir`. Returns the verdict and how to edit
+    /// the frame.
+    pub fn on_segment(&mut self, cx: &mut Ctx<'_>, dir: Dir, seg: &Seg<'_>) -> (SegVerdict, Edit) {
+        let mut edit = Edit::default();
+        if seg.flags & tcp_flags::ACK != 0 && self.other_shifted(dir) {
+            let a = self.map_ack(dir, seg.ack);
+            if let Some(h) = self.halves[dir.flip().idx()].as_mut() {
+                h.fold(a.wrapping_sub(h.isn) as u64);
+            }
+            if a != seg.ack {
+                edit.ack = Some(a);
+            }
+        }
+        let Some(half) = self.halves[dir.idx()].as_ref() else {
+            // Data before the handshake completed: nothing to follow yet.
+            return (SegVerdict::Forward, edit);
+        };
+        let syn = seg.flags & tcp_flags::SYN != 0;
+        if syn || (seg.payload.is_empty() && seg.flags & tcp_flags::FIN == 0) {
+            if !syn {
+                let s = self.map_seq(dir, seg.seq);
+                if s != seg.seq {
+                    edit.seq = Some(s);
+                }
+            }
+            return (SegVerdict::Forward, edit);
+        }
+
+        let a = half.stream.offset_of(seg.seq);
+        let next = half.stream.next_offset();
+        if let Some(at) = half.blocked_at {
+            if a + seg.payload.len() as u64 > at || seg.payload.is_empty() {
+                return (SegVerdict::Drop(DropReason::Malformed, "control connection blocked after a violation".into()), edit);
+            }
+        }
+        if a > next {
+            let detail = format!("out-of-order segment ({} bytes ahead) on an FTP control connection; the sender will retransmit it", a - next);
+            return (SegVerdict::Drop(DropReason::Invalid, detail), edit);
+        }
+
+        let released_before = half.released;
+        let b = a + seg.payload.len() as u64;
+        // New bytes: past everything already seen.
+        if b > next && !self.encrypted {
+            let fresh = &seg.payload[(next - a) as usize..];
+            let fresh_seq = half.isn.wrapping_add(next as u32);
+            let mut evs = Vec::new();
+            let half = self.halves[dir.idx()].as_mut().expect("checked");
+            half.stream.push(fresh_seq, fresh, &mut evs);
+            half.held.extend_from_slice(fresh);
+            for ev in evs {
+                if let Some(v) = self.on_stream_event(cx, dir, ev) {
+                    return (v, edit);
+                }
+            }
+        } else if b > next {
+            let half = self.halves[dir.idx()].as_mut().expect("checked");
+            // Encrypted: no parsing; keep the offsets moving.
+            let fresh = &seg.payload[(next - a) as usize..];
+            let mut evs = Vec::new();
+            half.stream.push(half.isn.wrapping_add(next as u32), fresh, &mut evs);
+            half.held.extend_from_slice(fresh);
+        }
+
+        // Decide what stays held: a partial line that might still need changing.
+        let fin = seg.flags & (tcp_flags::FIN | tcp_flags::RST) != 0;
+        let keep = if fin || self.encrypted { 0 } else { self.partial_to_hold(cx.cfg, dir) };
+        let half = self.halves[dir.idx()].as_mut().expect("checked");
+        let emit_len = half.held.len() - keep;
+        let mut out = Vec::with_capacity(seg.payload.len() + 32);
+        let mut start = released_before;
+        if a < released_before && b > a && (emit_len == 0 || b >= released_before) {
+            // Retransmitted bytes already forwarded once: same mapping as then.
+            let upto = b.min(released_before);
+            half.map_bytes(a, &seg.payload[..(upto - a) as usize], &mut out);
+            start = a;
+        }
+        if emit_len > 0 {
+            let emit: Vec<u8> = half.held.drain(..emit_len).collect();
+            half.map_bytes(released_before, &emit, &mut out);
+            half.released += emit_len as u64;
+        }
+        if out.is_empty() && !fin {
+            return (SegVerdict::Hold, edit);
+        }
+        let seq_out = half.isn.wrapping_add(half.map_fwd(start) as u32);
+        // With FIN and nothing to send, the FIN sits right after the last byte.
+        let seq_out = if out.is_empty() { half.isn.wrapping_add(half.map_fwd(b) as u32) } else { seq_out };
+        if seq_out != seg.seq {
+            edit.seq = Some(seq_out);
+        }
+        if out.as_slice() != seg.payload {
+            edit.payload = Some(out);
+        }
+        (SegVerdict::Forward, edit)
+    }
+
+    /// Bytes at the end of `held` that must wait: an incomplete line the
+    /// gateway may have to rewrite or refuse once it is complete.
+    fn partial_to_hold(&self, cfg: &Ftp, dir: Dir) -> usize {
+        let Some(half) = self.halves[dir.idx()].as_ref() else { return 0 };
+        let partial = partial_line(&half.held);
+        if partial.is_empty() {
+            return 0;
+        }
+        let hold = match dir {
+            Dir::Orig => {
+                cfg.strict
+                    || ["PORT", "EPRT", "LPRT", "PASV", "EPSV", "LPSV"].iter().any(|v| prefix_of(partial, v))
+                    || cfg.deny_commands.iter().any(|v| prefix_of(partial, v))
+            }
+            Dir::Reply => {
+                matches!(self.pending.front(), Some(Pending::Refused(_)))
+                    || ["227", "229"].iter().any(|v| prefix_of(partial, v))
+            }
+        };
+        if hold {
+            partial.len()
+        } else {
+            0
+        }
+    }
+
+    fn on_stream_event(&mut self, cx: &mut Ctx<'_>, dir: Dir, ev: StreamEvent) -> Option<SegVerdict> {
+        match ev {
+            StreamEvent::Line(line) => self.on_line(cx, dir, line.start, &line.text, line.term),
+            StreamEvent::Overlong { start } => {
+                let detail = format!("control line longer than {MAX_LINE} bytes");
+                Some(self.violation(cx, dir, start, DropReason::Malformed, detail))
+            }
+            StreamEvent::Gap { .. } => None,
+        }
+    }
+
+    fn on_line(&mut self, cx: &mut Ctx<'_>, dir: Dir, start: u64, text: &[u8], term: u8) -> Option<SegVerdict> {
+        let session = self.session;
+        let logged = loggable_line(text);
+        match dir {
+            Dir::Orig => cx.events.push(EventKind::FtpCommand { session, line: logged }),
+            Dir::Reply => cx.events.push(EventKind::FtpReply { session, line: logged }),
+        }
+        if cx.cfg.strict {
+            if let Some(why) = strict_problem(text, term) {
+                return Some(self.violation(cx, dir, start, DropReason::Malformed, why.to_string()));
+            }
+        }
+        let old_len = text.len() + term as usize;
+        match dir {
+            Dir::Orig => self.on_command(cx, start, text, old_len),
+            Dir::Reply => self.on_reply(cx, start, text, old_len),
+        }
+    }
+
+    fn on_command(&mut self, cx: &mut Ctx<'_>, start: u64, text: &[u8], old_len: usize) -> Option<SegVerdict> {
+        let cmd = match parse::parse_command(text) {
+            Ok(c) => c,
+            Err(ParseError::Malformed(why)) => {
+                let detail = format!("{}: {why}", loggable_line(text));
+                return Some(self.violation(cx, Dir::Orig, start, DropReason::Malformed, detail));
+            }
+        };
+        let verb = String::from_utf8_lossy(text.split(|&b| b == b' ').next().unwrap_or(b"")).to_ascii_uppercase();
+        let passive_refusal = |s: &Self| -> Option<String> {
+            if cx.cfg.passive == Action::Deny {
+                Some(format!("{verb}: passive mode is not allowed by the gateway (ftp.passive: deny)"))
+            } else if s.epsv_all && verb != "EPSV" {
+                Some(format!("{verb}: refused after EPSV ALL (RFC 2428)"))
+            } else {
+                None
+            }
+        };
+        match cmd {
+            Command::Port(addr) => self.on_active(cx, start, text, old_len, SocketAddr::V4(addr), None),
+            Command::Eprt(addr) => {
+                let delim = text.get(5).copied().unwrap_or(b'|');
+                self.on_active(cx, start, text, old_len, addr, Some(delim))
+            }
+            Command::Pasv | Command::Epsv(_) => {
+                if let Some(why) = passive_refusal(self) {
+                    return self.refuse(cx, start, old_len, DropReason::ModeDenied, why);
+                }
+                self.pending.push_back(if matches!(cmd, Command::Pasv) { Pending::Pasv } else { Pending::Epsv });
+                None
+            }
+            Command::EpsvAll => {
+                self.epsv_all = true;
+                self.pending.push_back(Pending::Other);
+                None
+            }
+            Command::Lprt | Command::Lpsv => {
+                let why = format!("{verb}: long-address modes (RFC 1639) are not supported by the gateway");
+                self.refuse(cx, start, old_len, DropReason::ModeDenied, why)
+            }
+            Command::Auth(_) => {
+                self.pending.push_back(Pending::Auth(loggable_line(text)));
+                None
+            }
+            Command::Other { .. } => {
+                if cx.cfg.deny_commands.iter().any(|d| d.eq_ignore_ascii_case(&verb)) {
+                    let why = format!("{verb}: command not allowed by the gateway (ftp.deny_commands)");
+                    return self.refuse(cx, start, old_len, DropReason::CommandDenied, why);
+                }
+                self.pending.push_back(Pending::Other);
+                None
+            }
+        }
+    }
+
+    /// PORT or EPRT: the client names where the server should connect.
+    fn on_active(
+        &mut self,
+        cx: &mut Ctx<'_>,
+        start: u64,
+        text: &[u8],
+        old_len: usize,
+        announced: SocketAddr,
+        eprt_delim: Option<u8>,
+    ) -> Option<SegVerdict> {
+        let verb = if eprt_delim.is_some() { "EPRT" } else { "PORT" };
+        if cx.cfg.active == Action::Deny {
+            let why = format!("{verb}: active mode is not allowed by the gateway (ftp.active: deny)");
+            return self.refuse(cx, start, old_len, DropReason::ModeDenied, why);
+        }
+        if self.epsv_all {
+            let why = format!("{verb}: refused after EPSV ALL (RFC 2428)");
+            return self.refuse(cx, start, old_len, DropReason::ModeDenied, why);
+        }
+        let conn = cx.conn;
+        let client = conn.orig.src;
+        let mut ip = announced.ip();
+        if ip.is_unspecified() {
+            if cx.cfg.zero_address == ZeroAddress::Deny {
+                let why = format!("{verb} {}: the zero address is refused (ftp.zero_address: deny)", ip);
+                return self.refuse(cx, start, old_len, DropReason::Bounce, why);
+            }
+            ip = client;
+        }
+        if ip != client && cx.cfg.third_party == Action::Deny {
+            let detail = format!("{verb} names {ip}, not the client {client}: FTP bounce");
+            return Some(self.violation(cx, Dir::Orig, start, DropReason::Bounce, detail));
+        }
+        let port = announced.port();
+        if port < 1024 && cx.cfg.privileged_data_ports == Action::Deny {
+            let why = format!("{verb}: data port {port} is privileged (ftp.privileged_data_ports: deny)");
+            return self.refuse(cx, start, old_len, DropReason::PrivilegedPort, why);
+        }
+
+        // Where the server will connect: the client's public side when masqueraded.
+        let server_seen = conn.reply.src;
+        let (address, public_port, snat) = match conn.snat(Dir::Orig) {
+            Some((public, _)) if public.is_ipv4() == ip.is_ipv4() => {
+                let Some(q) = self.alloc_port(cx, public, port, server_seen) else {
+                    let why = format!("{verb}: no free port on {public} for the data connection");
+                    return self.refuse(cx, start, old_len, DropReason::Limit, why);
+                };
+                (public, q, None)
+            }
+            // A published server's data comes from its public address.
+            _ => (ip, port, conn.dnat(Dir::Orig).map(|(_, _)| conn.orig.dst)),
+        };
+        let key = (address, public_port);
+        let opened = self.open_pinhole(cx, key, server_seen, (ip, port), snat, conn.ifaces[1]);
+        if !opened {
+            let why = format!("{verb}: {address}:{public_port} is already expected by another session");
+            return self.refuse(cx, start, old_len, DropReason::Limit, why);
+        }
+        self.pending.push_back(Pending::Active(key));
+
+        let rewritten = address != announced.ip() || public_port != port;
+        if rewritten {
+            let mut line = Vec::with_capacity(48);
+            let verb_text = &text[..4.min(text.len())];
+            line.extend_from_slice(verb_text);
+            line.push(b' ');
+            match (eprt_delim, address) {
+                (None, IpAddr::V4(v4)) => parse::write_port_args(&mut line, SocketAddrV4::new(v4, public_port)),
+                (Some(d), a) => parse::write_eprt_args(&mut line, d, SocketAddr::new(a, public_port)),
+                (None, IpAddr::V6(_)) => unreachable!("PORT carries IPv4 only"),
+            }
+            line.extend_from_slice(b"\r\n");
+            self.rewrite(cx, Dir::Orig, start, old_len, line);
+        }
+        None
+    }
+
+    fn on_reply(&mut self, cx: &mut Ctx<'_>, start: u64, text: &[u8], old_len: usize) -> Option<SegVerdict> {
+        let half = self.halves[1].as_mut().expect("replies flow after the SYN-ACK");
+        let Some(rl) = parse::parse_reply_line(text) else { return None };
+        if let Some(code) = half.multiline {
+            if !(rl.code == code && rl.last) {
+                return None;
+            }
+            half.multiline = None;
+        } else if !rl.last {
+            half.multiline = Some(rl.code);
+            return None;
+        }
+        if rl.code < 200 {
+            return None; // preliminary: the command is still pending
+        }
+        let pending = self.pending.pop_front()?; // unsolicited replies (the greeting) change nothing
+        match (pending, rl.code) {
+            (Pending::Pasv, 227) => self.on_227(cx, start, text, rl.text, old_len),
+            (Pending::Epsv, 229) => self.on_229(cx, start, text, rl.text, old_len),
+            (Pending::Active(key), code) if code >= 400 => {
+                // The server refused the PORT: nothing will connect.
+                self.close_pinhole(cx, key, false);
+                None
+            }
+            (Pending::Auth(line), 234) => {
+                self.encrypted = true;
+                cx.events.push(EventKind::FtpEncrypted { session: self.session, line });
+                None
+            }
+            (Pending::Refused(msg), _) => {
+                let line = format!("{msg}\r\n").into_bytes();
+                self.rewrite(cx, Dir::Reply, start, old_len, line);
+                None
+            }
+            _ => None,
+        }
+    }
+
+    fn on_227(&mut self, cx: &mut Ctx<'_>, start: u64, line: &[u8], text: &[u8], old_len: usize) -> Option<SegVerdict> {
+        let (addr, range) = match parse::parse_227(text) {
+            Ok(x) => x,
+            Err(ParseError::Malformed(why)) => {
+                let detail = format!("{}: {why}", loggable_line(line));
+                // A 227 without a usable address opens nothing; the client fails on its own.
+                cx.events.push(drop_event(self.session, DropReason::Malformed, detail));
+                return None;
+            }
+        };
+        let text_at = line.len() - text.len();
+        let range = (range.start + text_at)..(range.end + text_at);
+        self.on_passive(cx, start, line, old_len, Some(IpAddr::V4(*addr.ip())), addr.port(), range)
+    }
+
+    fn on_229(&mut self, cx: &mut Ctx<'_>, start: u64, line: &[u8], text: &[u8], old_len: usize) -> Option<SegVerdict> {
+        let (port, range) = match parse::parse_229(text) {
+            Ok(x) => x,
+            Err(ParseError::Malformed(why)) => {
+                let detail = format!("{}: {why}", loggable_line(line));
+                cx.events.push(drop_event(self.session, DropReason::Malformed, detail));
+                return None;
+            }
+        };
+        let text_at = line.len() - text.len();
+        let range = (range.start + text_at)..(range.end + text_at);
+        self.on_passive(cx, start, line, old_len, None, port, range)
+    }
+
+    /// A 227 (with an address) or 229 (port only): the client will connect.
+    #[allow(clippy::too_many_arguments)]
+    fn on_passive(
+        &mut self,
+        cx: &mut Ctx<'_>,
+        start: u64,
+        line: &[u8],
+        old_len: usize,
+        named: Option<IpAddr>,
+        port: u16,
+        range: std::ops::Range<usize>,
+    ) -> Option<SegVerdict> {
+        let conn = cx.conn;
+        let server_real = conn.reply.src;
+        let code = if named.is_some() { "227" } else { "229" };
+        let mut target = named.unwrap_or(server_real);
+        if target != server_real {
+            match cx.cfg.pasv_mismatch {
+                PasvMismatch::Fix => target = server_real,
+                PasvMismatch::Allow => {}
+                PasvMismatch::Deny => {
+                    let why = format!("{code} names {target}, not the server {server_real} (ftp.pasv_mismatch: deny)");
+                    cx.events.push(drop_event(self.session, DropReason::Bounce, why));
+                    let refusal = b"425 Passive address refused by the gateway\r\n".to_vec();
+                    self.rewrite(cx, Dir::Reply, start, old_len, refusal);
+                    return None;
+                }
+            }
+        }
+        if port < 1024 && cx.cfg.privileged_data_ports == Action::Deny {
+            let why = format!("{code}: data port {port} is privileged (ftp.privileged_data_ports: deny)");
+            cx.events.push(drop_event(self.session, DropReason::PrivilegedPort, why));
+            let refusal = b"425 Privileged data port refused by the gateway\r\n".to_vec();
+            self.rewrite(cx, Dir::Reply, start, old_len, refusal);
+            return None;
+        }
+        let client_seen = conn.orig.src;
+        // What the client must be told: the server as the client sees it.
+        let (address, public_port) = match conn.dnat(Dir::Orig) {
+            Some(_) if target == server_real => {
+                let public = conn.orig.dst;
+                let Some(q) = self.alloc_port(cx, public, port, client_seen) else {
+                    cx.events.push(drop_event(self.session, DropReason::Limit, format!("no free port on {public}")));
+                    return None;
+                };
+                (public, q)
+            }
+            _ => (target, port),
+        };
+        // A masqueraded client's data connection leaves with the control connection's public address.
+        let snat = conn.snat(Dir::Orig).map(|(ip, _)| ip);
+        let key = (address, public_port);
+        if !self.open_pinhole(cx, key, client_seen, (target, port), snat, conn.ifaces[0]) {
+            let detail = format!("{address}:{public_port} is already expected by another session");
+            cx.events.push(drop_event(self.session, DropReason::Limit, detail));
+            return None;
+        }
+        let changed = named.is_some_and(|n| n != address) || public_port != port;
+        if changed {
+            let mut new = Vec::with_capacity(line.len() + 16);
+            new.extend_from_slice(&line[..range.start]);
+            match address {
+                IpAddr::V4(v4) if named.is_some() => parse::write_port_args(&mut new, SocketAddrV4::new(v4, public_port)),
+                _ => new.extend_from_slice(public_port.to_string().as_bytes()),
+            }
+            new.extend_from_slice(&line[range.end..]);
+            new.extend_from_slice(b"\r\n");
+            self.rewrite(cx, Dir::Reply, start, old_len, new);
+        }
+        None
+    }
+
+    /// Choose the public port for a data connection: the original when the
+    /// policy preserves ports and it is free, else a random free one.
+    fn alloc_port(&mut self, cx: &mut Ctx<'_>, public: IpAddr, want: u16, peer: IpAddr) -> Option<u16> {
+        let (table, pins) = (cx.table, cx.pinholes);
+        cx.ports.pick(cx.nat_ports, want, |p| {
+            !pins.contains_key(&(public, p))
+                && !table.contains(&Tuple { src: peer, dst: public, sport: 20, dport: p, proto: PROTO_TCP })
+        })
+    }
+
+    fn open_pinhole(
+        &mut self,
+        cx: &mut Ctx<'_>,
+        key: PinholeKey,
+        peer: IpAddr,
+        target: (IpAddr, u16),
+        snat: Option<IpAddr>,
+        ingress: IfIndex,
+    ) -> bool {
+        if let Some(existing) = cx.pinholes.get(&key) {
+            if existing.control != self.control {
+                return false;
+            }
+        }
+        while self.pinholes.len() >= cx.cfg.max_pinholes as usize {
+            let Some(old) = self.pinholes.front().copied() else { break };
+            self.close_pinhole(cx, old, true);
+        }
+        let expires = cx.now.saturating_add(cx.cfg.pinhole_timeout);
+        let pin = Pinhole {
+            session: self.session,
+            control: self.control,
+            peer,
+            address: key.0,
+            port: key.1,
+            target,
+            snat,
+            expires,
+            ingress,
+        };
+        cx.pinholes.insert(key, pin);
+        self.pinholes.retain(|k| *k != key);
+        self.pinholes.push_back(key);
+        cx.events.push(EventKind::PinholeOpen {
+            session: self.session,
+            peer,
+            address: key.0,
+            port: key.1,
+            expires: expires.as_secs_f64(),
+        });
+        true
+    }
+
+    /// Close one of this session's pinholes (`expire_event`: log it as expired).
+    pub fn close_pinhole(&mut self, cx: &mut Ctx<'_>, key: PinholeKey, expire_event: bool) {
+        self.pinholes.retain(|k| *k != key);
+        if cx.pinholes.remove_if(&key, |_, p| p.control == self.control).is_some() && expire_event {
+            cx.events.push(EventKind::PinholeExpire { session: self.session, address: key.0, port: key.1 });
+        }
+    }
+
+    /// Record that the line at `start` (of `old_len` bytes with its
+    /// terminator) goes out as `new`.
+    fn rewrite(&mut self, cx: &mut Ctx<'_>, dir: Dir, start: u64, old_len: usize, new: Vec<u8>) {
+        let half = self.halves[dir.idx()].as_mut().expect("line came from this half");
+        if start < half.released || (start - half.released) as usize + old_len > half.held.len() {
+            // Part of the line already went out (it did not look like one to
+            // change while incomplete): too late to rewrite it.
+            let detail = "line already partly forwarded; not rewritten".to_string();
+            cx.events.push(drop_event(self.session, DropReason::Malformed, detail));
+            return;
+        }
+        let rel = (start - half.released) as usize;
+        let before = String::from_utf8_lossy(trim_eol(&half.held[rel..rel + old_len])).into_owned();
+        let after = String::from_utf8_lossy(trim_eol(&new)).into_owned();
+        let delta = new.len() as i64 - old_len as i64;
+        half.rewrites.push(Rewrite { start, old_len: old_len as u32, new });
+        cx.events.push(EventKind::AlgRewrite { session: self.session, before, after, delta });
+    }
+
+    /// Replace a command by NOOP so the server never runs it, and turn the
+    /// reply to that NOOP into `why` for the client.
+    fn refuse(&mut self, cx: &mut Ctx<'_>, start: u64, old_len: usize, reason: DropReason, why: String) -> Option<SegVerdict> {
+        cx.events.push(drop_event(self.session, reason, why.clone()));
+        let code = match reason {
+            DropReason::CommandDenied => 550,
+            DropReason::ModeDenied => 502,
+            _ => 501,
+        };
+        self.pending.push_back(Pending::Refused(format!("{code} {why}")));
+        self.rewrite(cx, Dir::Orig, start, old_len, b"NOOP\r\n".to_vec());
+        None
+    }
+
+    /// An attack or a broken line: drop, or reset both ends, per `on_violation`.
+    fn violation(&mut self, cx: &mut Ctx<'_>, dir: Dir, start: u64, reason: DropReason, detail: String) -> SegVerdict {
+        match cx.cfg.on_violation {
+            OnViolation::Reset => SegVerdict::Reset(reason, detail),
+            OnViolation::Drop => {
+                if let Some(h) = self.halves[dir.idx()].as_mut() {
+                    h.blocked_at = Some(start);
+                }
+                SegVerdict::Drop(reason, detail)
+            }
+        }
+    }
+
+    /// Where the stream of `dir` stands, in the receiver's sequence numbers:
+    /// (next sequence number the receiver expects from this sender). For RSTs.
+    pub fn receiver_next(&self, dir: Dir) -> Option<u32> {
+        let h = self.halves[dir.idx()].as_ref()?;
+        Some(h.isn.wrapping_add(h.map_fwd(h.released) as u32))
+    }
+}
+
+fn drop_event(session: Session, reason: DropReason, detail: String) -> EventKind {
+    EventKind::Drop { reason, rule: None, session: Some(session), src: None, dst: None, detail }
+}
+
+/// The bytes after the last LF (the line still being received).
+fn partial_line(held: &[u8]) -> &[u8] {
+    match held.iter().rposition(|&b| b == b'\n') {
+        Some(i) => &held[i + 1..],
+        None => held,
+    }
+}
+
+/// Could `partial` still grow into a line starting with `verb`?
+fn prefix_of(partial: &[u8], verb: &str) -> bool {
+    let n = partial.len().min(verb.len());
+    partial[..n].eq_ignore_ascii_case(&verb.as_bytes()[..n])
+}
+
+fn trim_eol(b: &[u8]) -> &[u8] {
+    let b = b.strip_suffix(b"\n").unwrap_or(b);
+    b.strip_suffix(b"\r").unwrap_or(b)
+}
+
+/// `ftp.strict`: what makes a line not a well-formed RFC 959/2428 line.
+fn strict_problem(text: &[u8], term: u8) -> Option<&'static str> {
+    if term != 2 {
+        return Some("line ends with a bare LF, not CRLF (ftp.strict)");
+    }
+    if text.contains(&0) {
+        return Some("NUL byte in a control line (ftp.strict)");
+    }
+    if text.contains(&0xff) {
+        return Some("Telnet IAC in a control line (ftp.strict)");
+    }
+    if text.contains(&b'\r') {
+        return Some("bare CR inside a control line (ftp.strict)");
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn half_with(rewrites: Vec<(u64, u32, &str)>) -> Half {
+        let mut h = Half::new(1000);
+        h.rewrites = rewrites
+            .into_iter()
+            .map(|(start, old_len, new)| Rewrite { start, old_len, new: new.as_bytes().to_vec() })
+            .collect();
+        h
+    }
+
+    #[test]
+    fn offsets_map_through_growing_and_shrinking_rewrites() {
+        // Bytes 10..20 became 13 bytes; bytes 40..50 became 8 bytes.
+        let h = half_with(vec![(10, 10, "ABCDEFGHIJKLM"), (40, 10, "abcdefgh")]);
+        assert_eq!(h.map_fwd(0), 0);
+        assert_eq!(h.map_fwd(10), 10);
+        assert_eq!(h.map_fwd(15), 15);
+        assert_eq!(h.map_fwd(20), 23);
+        assert_eq!(h.map_fwd(40), 43);
+        assert_eq!(h.map_fwd(50), 51);
+        assert_eq!(h.map_fwd(60), 61);
+        // Acknowledgements map back; inside a line they stay short of its end.
+        assert_eq!(h.map_back(23), 20);
+        assert_eq!(h.map_back(61), 60);
+        assert_eq!(h.map_back(22), 19);
+        assert_eq!(h.map_back(15), 15);
+        for o in [0u64, 5, 10, 20, 30, 40, 50, 70] {
+            assert_eq!(h.map_back(h.map_fwd(o)), o, "line boundaries round-trip");
+        }
+    }
+
+    #[test]
+    fn bytes_map_the_same_however_they_are_cut() {
+        let h = half_with(vec![(4, 6, "XYZXYZXYZ"), (12, 3, "q")]);
+        let orig = b"abcdPORT12\r\nLFX\r\nend";
+        let mut whole = Vec::new();
+        h.map_bytes(0, orig, &mut whole);
+        assert_eq!(&whole, b"abcdXYZXYZXYZ\r\nq\r\nend");
+        for cut in 0..orig.len() {
+            for cut2 in cut..orig.len() {
+                let mut parts = Vec::new();
+                h.map_bytes(0, &orig[..cut], &mut parts);
+                h.map_bytes(cut as u64, &orig[cut..cut2], &mut parts);
+                h.map_bytes(cut2 as u64, &orig[cut2..], &mut parts);
+                assert_eq!(parts, whole, "cut at {cut},{cut2}");
+                // Each piece starts where map_fwd says.
+                let mut first = Vec::new();
+                h.map_bytes(0, &orig[..cut], &mut first);
+                assert_eq!(first.len() as u64, h.map_fwd(cut as u64));
+            }
+        }
+    }
+
+    #[test]
+    fn hold_decisions() {
+        assert!(prefix_of(b"PO", "PORT"));
+        assert!(prefix_of(b"port 1,2", "PORT"));
+        assert!(!prefix_of(b"RETR x", "PORT"));
+        assert!(prefix_of(b"22", "227"));
+        assert_eq!(partial_line(b"USER a\r\nPOR"), b"POR");
+        assert_eq!(partial_line(b"USER a\r\n"), b"");
+        assert_eq!(strict_problem(b"PORT 1,2,3,4,5,6", 1), Some("line ends with a bare LF, not CRLF (ftp.strict)"));
+        assert_eq!(strict_problem(b"NOOP", 2), None);
+    }
+}
