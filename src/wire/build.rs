@@ -90,8 +90,6 @@ pub fn tcp_rst(src_mac: Mac, dst_mac: Mac, src: (IpAddr, u16), dst: (IpAddr, u16
     tcp[8..12].copy_from_slice(&ack.unwrap_or(0).to_be_bytes());
     tcp[12] = 5 << 4;
     tcp[13] = tcp_flags::RST | if ack.is_some() { tcp_flags::ACK } else { 0 };
-    let c = checksum::transport(src.0, dst.0, PROTO_TCP, &tcp, 16);
-    put_csum(&mut tcp, 16, c);
     let mut v;
     match (src.0, dst.0) {
         (IpAddr::V4(s), IpAddr::V4(d)) => {
@@ -103,16 +101,17 @@ pub fn tcp_rst(src_mac: Mac, dst_mac: Mac, src: (IpAddr, u16), dst: (IpAddr, u16
             ipv6_hdr(&mut v, s, d, PROTO_TCP, 20, TTL);
         }
         _ => {
-            debug_assert!(false, "tcp_rst: address families differ");
             return Vec::new();
         }
     }
+    let c = checksum::transport(src.0, dst.0, PROTO_TCP, &tcp, 16);
+    put_csum(&mut tcp, 16, c);
     v.extend_from_slice(&tcp);
     v
 }
 
 /// ICMP error of type `ty`/`code` quoting the IP packet in `orig`, from
-/// `from` to the packet's source.
+/// `from` to the packet's source. Empty if `from` is of the other family.
 fn icmp_error(orig: &[u8], meta: &Meta, v4: (u8, u8), v6: (u8, u8), from: IpAddr, src_mac: Mac, dst_mac: Mac) -> Vec<u8> {
     // Quote the IP packet as its header says it ends: Ethernet padding is not part of it.
     let end = (meta.l3 + meta.ip_len).min(orig.len());
@@ -143,7 +142,6 @@ fn icmp_error(orig: &[u8], meta: &Meta, v4: (u8, u8), v6: (u8, u8), from: IpAddr
             v
         }
         _ => {
-            debug_assert!(false, "icmp error: address families differ");
             Vec::new()
         }
     }
@@ -263,4 +261,151 @@ pub fn insert_vlan(frame: &mut Vec<u8>, vid: u16) {
     }
     let tag = [(ETHERTYPE_VLAN >> 8) as u8, ETHERTYPE_VLAN as u8, ((vid >> 8) & 0x0f) as u8, vid as u8];
     frame.splice(12..12, tag);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::parse::tests::{eth, icmp, ip4, ip6, tcp, udp, A4, A6, B4, B6};
+    use crate::wire::setters::tests::{finish, verify};
+    use crate::wire::{parse_frame, FrameKind};
+
+    const US: Mac = [0x02, 0xaa, 0, 0, 0, 1];
+    const THEM: Mac = [0x02, 0xbb, 0, 0, 0, 2];
+
+    fn ip(f: &[u8]) -> Meta {
+        match parse_frame(f) {
+            FrameKind::Ip(m) => m,
+            k => panic!("{k:?}"),
+        }
+    }
+
+    #[test]
+    fn arp_request_and_reply() {
+        let req = arp_request(US, A4.into(), B4.into());
+        assert_eq!(req.len(), 60);
+        assert_eq!(&req[0..6], &BROADCAST);
+        let FrameKind::Arp(a) = parse_frame(&req) else { panic!() };
+        assert_eq!(a, Arp { op: 1, sha: US, spa: A4.into(), tha: [0; 6], tpa: B4.into() });
+        let asked = Arp { op: 1, sha: THEM, spa: B4.into(), tha: [0; 6], tpa: A4.into() };
+        let rep = arp_reply(&asked, US);
+        assert_eq!((&rep[0..6], &rep[6..12]), (&THEM[..], &US[..]));
+        let FrameKind::Arp(a) = parse_frame(&rep) else { panic!() };
+        assert_eq!(a, Arp { op: 2, sha: US, spa: A4.into(), tha: THEM, tpa: B4.into() });
+    }
+
+    #[test]
+    fn tcp_resets() {
+        for (s, d) in [(IpAddr::from(A4), IpAddr::from(B4)), (IpAddr::from(A6), IpAddr::from(B6))] {
+            for ack in [None, Some(77)] {
+                let f = tcp_rst(US, THEM, (s, 21), (d, 40000), 1234, ack);
+                let m = ip(&f);
+                verify(&f, &m);
+                assert_eq!((m.src, m.dst, m.sport, m.dport, m.ttl), (s, d, 21, 40000, 64));
+                let t = m.tcp.unwrap();
+                let want = tcp_flags::RST | if ack.is_some() { tcp_flags::ACK } else { 0 };
+                assert_eq!((t.flags, t.seq, t.ack, t.payload_len), (want, 1234, ack.unwrap_or(0), 0));
+                assert_eq!((m.eth_src, m.eth_dst), (US, THEM));
+            }
+        }
+        assert!(tcp_rst(US, THEM, (A4.into(), 1), (A6.into(), 2), 0, None).is_empty());
+    }
+
+    #[test]
+    fn icmpv4_errors_quote_the_packet() {
+        let mut orig = finish([eth(0x0800), ip4(6, &[], 0, &tcp(40000, 21, &[], b"USER a\r\n"))].concat());
+        orig.extend([0; 6]); // Ethernet padding is not quoted
+        let om = ip(&orig);
+        let from: IpAddr = [203, 0, 113, 1].into();
+        let f = icmp_time_exceeded(&orig, &om, from, US, THEM);
+        let m = ip(&f);
+        verify(&f, &m);
+        let i = m.icmp.unwrap();
+        assert_eq!((i.ty, i.code, m.src, m.dst), (11, 0, from, om.src));
+        assert_eq!(&f[m.l4 + 8..], &orig[14..14 + om.ip_len]);
+        let inner = i.inner.unwrap();
+        assert_eq!((inner.src, inner.dst, inner.sport, inner.dport), (om.src, om.dst, 40000, 21));
+
+        // A big packet is cut so the error is at most 576 bytes of IP.
+        let big = finish([eth(0x0800), ip4(17, &[], 0, &udp(1, 2, &[7; 1400]))].concat());
+        let f = icmp_unreachable(&big, &ip(&big), 13, from, US, THEM);
+        let m = ip(&f);
+        verify(&f, &m);
+        assert_eq!((m.ip_len, m.icmp.unwrap().ty, m.icmp.unwrap().code), (576, 3, 13));
+    }
+
+    #[test]
+    fn icmpv6_errors_quote_the_packet() {
+        let orig = finish([eth(0x86dd), ip6(17, &udp(5, 6, &[1; 1500]))].concat());
+        let om = ip(&orig);
+        let from: IpAddr = "2001:db8::1".parse().unwrap();
+        let f = icmp_unreachable(&orig, &om, 4, from, US, THEM);
+        let m = ip(&f);
+        verify(&f, &m);
+        assert_eq!((m.ip_len, m.icmp.unwrap().ty, m.icmp.unwrap().code), (1280, 1, 4));
+        assert_eq!(m.icmp.unwrap().inner.unwrap().sport, 5);
+        let f = icmp_time_exceeded(&orig[..14 + 48 + 10], &ip(&finish([eth(0x86dd), ip6(17, &udp(5, 6, &[1; 10]))].concat())), from, US, THEM);
+        let m = ip(&f);
+        verify(&f, &m);
+        assert_eq!((m.icmp.unwrap().ty, m.l4_len), (3, 8 + 58));
+    }
+
+    #[test]
+    fn echo_reply_v4_and_v6() {
+        let mut f = finish([eth(0x0800), ip4(1, &[], 0, &icmp(8, 0, [0, 5, 0, 1], b"0123456789"))].concat());
+        let mut m = ip(&f);
+        let before = m;
+        echo_reply_in_place(&mut f, &mut m);
+        verify(&f, &m);
+        assert_eq!((m.src, m.dst, m.eth_src, m.eth_dst), (before.dst, before.src, before.eth_dst, before.eth_src));
+        assert_eq!((m.icmp.unwrap().ty, m.icmp.unwrap().echo_id, m.ttl), (0, Some(5), 64));
+
+        let mut f = finish([eth(0x86dd), ip6(58, &icmp(128, 0, [0, 5, 0, 1], b"x"))].concat());
+        let mut m = ip(&f);
+        echo_reply_in_place(&mut f, &mut m);
+        verify(&f, &m);
+        assert_eq!((m.icmp.unwrap().ty, m.src), (129, IpAddr::from(B6)));
+
+        // Not a request: untouched.
+        let g = f.clone();
+        echo_reply_in_place(&mut f, &mut m);
+        assert_eq!(f, g);
+    }
+
+    #[test]
+    fn neighbour_discovery() {
+        let ours: Ipv6Addr = "2001:db8::1".parse().unwrap();
+        let target: Ipv6Addr = "2001:db8::12:3456".parse().unwrap();
+        let f = neighbor_solicit(US, ours, target);
+        let m = ip(&f);
+        verify(&f, &m);
+        let group: Ipv6Addr = "ff02::1:ff12:3456".parse().unwrap();
+        assert_eq!((m.dst, m.ttl, m.icmp.unwrap().ty), (IpAddr::V6(group), 255, 135));
+        assert_eq!(m.eth_dst, [0x33, 0x33, 0xff, 0x12, 0x34, 0x56]);
+        assert_eq!(&f[m.l4 + 8..m.l4 + 24], &target.octets());
+        assert_eq!(&f[m.l4 + 24..m.l4 + 32], &[1, 1, 2, 0xaa, 0, 0, 0, 1]);
+
+        let peer: Ipv6Addr = "2001:db8::99".parse().unwrap();
+        let f = neighbor_advert(US, ours, THEM, peer);
+        let m = ip(&f);
+        verify(&f, &m);
+        assert_eq!((m.src, m.dst, m.ttl, m.eth_dst), (IpAddr::V6(ours), IpAddr::V6(peer), 255, THEM));
+        assert_eq!((m.icmp.unwrap().ty, f[m.l4 + 4]), (136, 0xe0));
+        assert_eq!(&f[m.l4 + 24..m.l4 + 26], &[2, 1]);
+
+        // Answering duplicate address detection: to all-nodes, not solicited.
+        let f = neighbor_advert(US, ours, THEM, Ipv6Addr::UNSPECIFIED);
+        let m = ip(&f);
+        verify(&f, &m);
+        assert_eq!((m.dst, m.eth_dst, f[m.l4 + 4]), ("ff02::1".parse::<IpAddr>().unwrap(), [0x33, 0x33, 0, 0, 0, 1], 0xa0));
+    }
+
+    #[test]
+    fn vlan_insertion() {
+        let mut f = tcp_rst(US, THEM, (A4.into(), 1), (B4.into(), 2), 0, None);
+        insert_vlan(&mut f, 300);
+        let m = ip(&f);
+        assert_eq!((m.vlan, m.l3), (Some(300), 18));
+        verify(&f, &m);
+    }
 }

@@ -157,7 +157,7 @@ pub fn pseudo_header(src: IpAddr, dst: IpAddr, proto: u8, len: usize) -> u32 {
 /// For UDP a computed 0 is returned as 0xFFFF, since 0 means "no checksum".
 pub fn transport(src: IpAddr, dst: IpAddr, proto: u8, segment: &[u8], csum_offset: usize) -> u16 {
     let mut acc = pseudo_header(src, dst, proto, segment.len());
-    if csum_offset + 2 <= segment.len() && csum_offset % 2 == 0 {
+    if csum_offset + 2 <= segment.len() && csum_offset.is_multiple_of(2) {
         acc = sum(&segment[..csum_offset], acc);
         acc = sum(&segment[csum_offset + 2..], acc);
     } else {
@@ -174,7 +174,7 @@ pub fn transport(src: IpAddr, dst: IpAddr, proto: u8, segment: &[u8], csum_offse
 /// Plain checksum of `data` with the field at `csum_offset` treated as zero
 /// (ICMPv4 messages, which have no pseudo-header).
 pub fn plain(data: &[u8], csum_offset: usize) -> u16 {
-    if csum_offset + 2 <= data.len() && csum_offset % 2 == 0 {
+    if csum_offset + 2 <= data.len() && csum_offset.is_multiple_of(2) {
         !fold(sum(&data[csum_offset + 2..], sum(&data[..csum_offset], 0)))
     } else {
         !fold(sum(data, 0))

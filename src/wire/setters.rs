@@ -221,7 +221,7 @@ pub fn map_sack(frame: &mut [u8], meta: &Meta, f: impl Fn(u32) -> u32) {
                 if len < 2 || pos + len > end {
                     break;
                 }
-                if kind == 5 && (len - 2) % 8 == 0 {
+                if kind == 5 && (len - 2).is_multiple_of(8) {
                     let mut e = pos + 2;
                     while e + 4 <= pos + len {
                         let old = u32::from_be_bytes([frame[e], frame[e + 1], frame[e + 2], frame[e + 3]]);
@@ -229,7 +229,7 @@ pub fn map_sack(frame: &mut [u8], meta: &Meta, f: impl Fn(u32) -> u32) {
                         frame[e..e + 4].copy_from_slice(&new.to_be_bytes());
                         // Options start at an even offset but an edge may not
                         // (after a lone NOP): account for it byte-aligned.
-                        if (e - meta.l4) % 2 == 0 {
+                        if (e - meta.l4).is_multiple_of(2) {
                             d.word32(old, new);
                         } else {
                             let o = old.to_be_bytes();
@@ -423,4 +423,319 @@ pub fn replace_tcp_payload(frame: &mut Vec<u8>, meta: &mut Meta, start: usize, e
         t.payload_len = (t.payload_len as isize + delta) as usize;
     }
     delta
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::wire::checksum::{ipv4_header, plain, transport};
+    use crate::wire::parse::tests::{eth, icmp, ip4, ip6, tcp, udp, A4, B4};
+    use crate::wire::{parse_frame, FrameKind};
+    use std::net::{Ipv4Addr, Ipv6Addr};
+
+    fn rd(f: &[u8], at: usize) -> u16 {
+        u16::from_be_bytes([f[at], f[at + 1]])
+    }
+
+    /// Fill in every checksum of a test frame from scratch.
+    pub(crate) fn finish(mut f: Vec<u8>) -> Vec<u8> {
+        let FrameKind::Ip(m) = parse_frame(&f) else { panic!("not ip") };
+        if let Some(i) = m.icmp.and_then(|i| i.inner) {
+            let end = m.l3 + m.ip_len;
+            if !m.v6 {
+                let ihl = ((f[i.l3] & 15) as usize) * 4;
+                let c = ipv4_header(&f[i.l3..i.l3 + ihl]);
+                f[i.l3 + 10..i.l3 + 12].copy_from_slice(&c.to_be_bytes());
+            }
+            let ilen = if m.v6 { 40 + rd(&f, i.l3 + 4) as usize } else { rd(&f, i.l3 + 2) as usize };
+            if i.l3 + ilen <= end {
+                let seg = i.l4..i.l3 + ilen;
+                let (at, c) = match i.proto {
+                    6 => (16, transport(i.src, i.dst, 6, &f[seg.clone()], 16)),
+                    17 => (6, transport(i.src, i.dst, 17, &f[seg.clone()], 6)),
+                    58 => (2, transport(i.src, i.dst, 58, &f[seg.clone()], 2)),
+                    _ => (2, plain(&f[seg.clone()], 2)),
+                };
+                f[i.l4 + at..i.l4 + at + 2].copy_from_slice(&c.to_be_bytes());
+            }
+        }
+        if !m.v6 {
+            let ihl = ((f[m.l3] & 15) as usize) * 4;
+            let c = ipv4_header(&f[m.l3..m.l3 + ihl]);
+            f[m.l3 + 10..m.l3 + 12].copy_from_slice(&c.to_be_bytes());
+        }
+        // A fragment's L4 checksum covers the whole datagram: not checkable here.
+        if m.frag.is_none() {
+            let seg = m.l4..m.l3 + m.ip_len;
+            let (at, c) = match m.proto {
+                6 => (16, transport(m.src, m.dst, 6, &f[seg.clone()], 16)),
+                // UDP "no checksum" is left alone.
+                17 if rd(&f, m.l4 + 6) == 0 => return f,
+                17 => (6, transport(m.src, m.dst, 17, &f[seg.clone()], 6)),
+                58 => (2, transport(m.src, m.dst, 58, &f[seg.clone()], 2)),
+                1 => (2, plain(&f[seg.clone()], 2)),
+                _ => return f,
+            };
+            f[m.l4 + at..m.l4 + at + 2].copy_from_slice(&c.to_be_bytes());
+        }
+        f
+    }
+
+    /// Every checksum recomputed from scratch equals the one in the frame;
+    /// and the parse of the frame equals `meta`.
+    pub(crate) fn verify(f: &[u8], meta: &Meta) {
+        let FrameKind::Ip(m) = parse_frame(f) else { panic!("not ip: {:?}", parse_frame(f)) };
+        assert_eq!(&m, meta, "meta out of step with the frame");
+        let fresh = finish(f.to_vec());
+        assert_eq!(f, &fresh[..], "a checksum is off");
+    }
+
+    fn v4(n: u8) -> IpAddr {
+        IpAddr::V4(Ipv4Addr::new(203, 0, 113, n))
+    }
+    fn v6(n: u16) -> IpAddr {
+        IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0xbeef, 0, 0, 0, n, 1))
+    }
+    fn parse(f: &[u8]) -> Meta {
+        match parse_frame(f) {
+            FrameKind::Ip(m) => m,
+            k => panic!("{k:?}"),
+        }
+    }
+
+    #[test]
+    fn tcp_ipv4_every_setter() {
+        let mut f = finish([eth(0x0800), ip4(6, &[], 0x4000, &tcp(1025, 21, &[], b"RETR a\r\n"))].concat());
+        let mut m = parse(&f);
+        verify(&f, &m);
+        set_macs(&mut f, &mut m, [2, 9, 9, 9, 9, 9], [2, 8, 8, 8, 8, 8]);
+        dec_ttl(&mut f, &mut m);
+        assert_eq!(m.ttl, 63);
+        set_src_ip(&mut f, &mut m, v4(1));
+        set_dst_ip(&mut f, &mut m, v4(2));
+        set_src_port(&mut f, &mut m, 61000);
+        set_dst_port(&mut f, &mut m, 2121);
+        set_tcp_seq(&mut f, &mut m, 0xffff_fff0);
+        set_tcp_ack(&mut f, &mut m, 7);
+        verify(&f, &m);
+        assert_eq!((m.src, m.dst, m.sport, m.dport), (v4(1), v4(2), 61000, 2121));
+        assert_eq!((m.tcp.unwrap().seq, m.tcp.unwrap().ack), (0xffff_fff0, 7));
+    }
+
+    #[test]
+    fn tcp_ipv6_with_extension_headers() {
+        let mut body = vec![60, 0, 1, 4, 0, 0, 0, 0]; // hop-by-hop with padding
+        body.extend([6, 0, 1, 4, 0, 0, 0, 0]); // destination options
+        body.extend(tcp(40000, 21, &[], b"LIST\r\n"));
+        let mut f = finish([eth(0x86dd), ip6(0, &body)].concat());
+        let mut m = parse(&f);
+        set_src_ip(&mut f, &mut m, v6(1));
+        set_dst_ip(&mut f, &mut m, v6(2));
+        set_dst_port(&mut f, &mut m, 10021);
+        dec_ttl(&mut f, &mut m);
+        set_tcp_ack(&mut f, &mut m, 1);
+        verify(&f, &m);
+        assert_eq!((m.ttl, m.dport), (63, 10021));
+    }
+
+    #[test]
+    fn udp_zero_checksum_stays_zero_and_computed_zero_is_ffff() {
+        let f0 = finish([eth(0x0800), ip4(17, &[], 0, &udp(53, 5353, b"abc"))].concat());
+        let mut f = f0.clone();
+        f[34 + 6] = 0;
+        f[34 + 7] = 0;
+        let mut m = parse(&f);
+        set_src_ip(&mut f, &mut m, v4(77));
+        set_src_port(&mut f, &mut m, 1);
+        assert_eq!(rd(&f, 40), 0);
+        verify(&f, &m);
+
+        // Find a source port for which the full checksum comes out as 0 (sent as 0xFFFF).
+        let p = (0..=u16::MAX)
+            .find(|&p| {
+                let mut g = f0.clone();
+                g[34..36].copy_from_slice(&p.to_be_bytes());
+                transport(A4.into(), B4.into(), 17, &g[34..], 6) == 0xffff
+            })
+            .unwrap();
+        let mut f = f0.clone();
+        let mut m = parse(&f);
+        set_src_port(&mut f, &mut m, p);
+        assert_eq!(rd(&f, 40), 0xffff);
+        verify(&f, &m);
+        // And going on from 0xFFFF still agrees with a full recomputation.
+        set_dst_port(&mut f, &mut m, 4242);
+        verify(&f, &m);
+    }
+
+    #[test]
+    fn fragments_first_gets_l4_update_later_only_ip() {
+        // A UDP datagram in two fragments; rewrite both and reassemble.
+        let dgram = finish([eth(0x0800), ip4(17, &[], 0, &udp(5000, 53, &[0x5a; 40]))].concat())[34..].to_vec();
+        // (ip4 fills in the header checksum; the L4 one is the datagram's.)
+        let mut f1 = [eth(0x0800), ip4(17, &[], 0x2000, &dgram[..24])].concat();
+        let mut f2 = [eth(0x0800), ip4(17, &[], 0x0003, &dgram[24..])].concat();
+        let (mut m1, mut m2) = (parse(&f1), parse(&f2));
+        for (f, m) in [(&mut f1, &mut m1), (&mut f2, &mut m2)] {
+            set_src_ip(f, m, v4(5));
+            set_dst_ip(f, m, v4(6));
+            set_src_port(f, m, 7000);
+            dec_ttl(f, m);
+        }
+        assert_eq!(m2.sport, 0);
+        assert_eq!(&f2[34..], &dgram[24..], "later fragment data untouched");
+        assert_eq!(rd(&f2, 24), ipv4_header(&f2[14..34]));
+        assert_eq!(rd(&f1, 24), ipv4_header(&f1[14..34]));
+        let whole = [&f1[34..], &f2[34..]].concat();
+        assert_eq!(rd(&whole, 0), 7000);
+        assert_eq!(rd(&whole, 6), transport(v4(5), v4(6), 17, &whole, 6));
+        assert_eq!(parse(&f1), m1);
+        assert_eq!(parse(&f2), m2);
+    }
+
+    #[test]
+    fn icmp_echo_identifier() {
+        let mut f = finish([eth(0x0800), ip4(1, &[], 0, &icmp(8, 0, [0, 1, 0, 2], b"abcdefg"))].concat());
+        let mut m = parse(&f);
+        set_src_ip(&mut f, &mut m, v4(9));
+        set_src_port(&mut f, &mut m, 0x4000);
+        verify(&f, &m);
+        assert_eq!(m.icmp.unwrap().echo_id, Some(0x4000));
+        assert_eq!((m.sport, m.dport), (0x4000, 0x4000));
+
+        let mut f = finish([eth(0x86dd), ip6(58, &icmp(128, 0, [0, 1, 0, 2], b"abc"))].concat());
+        let mut m = parse(&f);
+        set_dst_ip(&mut f, &mut m, v6(3));
+        set_dst_port(&mut f, &mut m, 99);
+        verify(&f, &m);
+        assert_eq!(m.icmp.unwrap().echo_id, Some(99));
+    }
+
+    #[test]
+    fn sack_edges_even_and_odd_alignment() {
+        let sack = |pre: &[u8]| {
+            let mut o = pre.to_vec();
+            o.extend([5, 18]);
+            for e in [100u32, 200, 0xffff_fff0, 5] {
+                o.extend(e.to_be_bytes());
+            }
+            while !o.len().is_multiple_of(4) {
+                o.push(0);
+            }
+            o
+        };
+        for pre in [&[1u8, 1][..], &[1][..], &[2, 4, 5, 0xb4, 1][..]] {
+            let opts = sack(pre);
+            let mut f = finish([eth(0x0800), ip4(6, &[], 0, &tcp(1, 2, &opts, b"zz"))].concat());
+            let m = parse(&f);
+            map_sack(&mut f, &m, |x| x.wrapping_add(0x1000_0001));
+            verify(&f, &m);
+            let at = 54 + pre.len() + 2;
+            let edge = u32::from_be_bytes(f[at + 8..at + 12].try_into().unwrap());
+            assert_eq!(edge, 0xffff_fff0u32.wrapping_add(0x1000_0001));
+        }
+    }
+
+    #[test]
+    fn inner_setters_icmpv4() {
+        // Whole offending packets quoted, so their checksums can be checked in full.
+        let quoted = [
+            finish([eth(0x0800), ip4(6, &[], 0, &tcp(2121, 20, &[], b"x"))].concat())[14..].to_vec(),
+            finish([eth(0x0800), ip4(17, &[], 0, &udp(2121, 20, b"yy"))].concat())[14..].to_vec(),
+            finish([eth(0x0800), ip4(1, &[], 0, &icmp(8, 0, [1, 2, 3, 4], b"z"))].concat())[14..].to_vec(),
+        ];
+        for q in quoted {
+            let mut f = finish([eth(0x0800), ip4(1, &[], 0, &icmp(3, 3, [0; 4], &q))].concat());
+            let mut m = parse(&f);
+            set_inner_src_ip(&mut f, &mut m, v4(10));
+            set_inner_dst_ip(&mut f, &mut m, v4(11));
+            set_inner_sport(&mut f, &mut m, 40000);
+            set_inner_dport(&mut f, &mut m, 21);
+            set_dst_ip(&mut f, &mut m, v4(12));
+            verify(&f, &m);
+            let i = m.icmp.unwrap().inner.unwrap();
+            assert_eq!((i.src, i.dst), (v4(10), v4(11)));
+            if i.proto == 1 {
+                assert_eq!((i.sport, i.dport), (21, 21));
+            } else {
+                assert_eq!((i.sport, i.dport), (40000, 21));
+            }
+        }
+        // RFC 792 minimum quote (header + 8): the inner TCP checksum is not
+        // there, the outer must still verify.
+        let q = finish([eth(0x0800), ip4(6, &[], 0, &tcp(1, 2, &[], b""))].concat())[14..42].to_vec();
+        let mut f = finish([eth(0x0800), ip4(1, &[], 0, &icmp(11, 0, [0; 4], &q))].concat());
+        let mut m = parse(&f);
+        set_inner_src_ip(&mut f, &mut m, v4(3));
+        set_inner_sport(&mut f, &mut m, 3);
+        let FrameKind::Ip(p) = parse_frame(&f) else { panic!() };
+        assert_eq!(p, m);
+        assert_eq!(rd(&f, 36), plain(&f[34..], 2));
+        assert_eq!(rd(&f, 42 + 10), ipv4_header(&f[42..62]));
+    }
+
+    #[test]
+    fn inner_setters_icmpv6() {
+        let mut qt = ip6(6, &tcp(40000, 21, &[], b"a"));
+        qt[8..24].copy_from_slice(&crate::wire::parse::tests::B6);
+        let quoted = [
+            finish([eth(0x86dd), qt].concat())[14..].to_vec(),
+            finish([eth(0x86dd), ip6(17, &udp(1, 2, b"b"))].concat())[14..].to_vec(),
+            finish([eth(0x86dd), ip6(58, &icmp(128, 0, [9, 9, 0, 1], b"c"))].concat())[14..].to_vec(),
+        ];
+        for q in quoted {
+            let mut f = finish([eth(0x86dd), ip6(58, &icmp(1, 4, [0; 4], &q))].concat());
+            let mut m = parse(&f);
+            set_inner_dst_ip(&mut f, &mut m, v6(5));
+            set_inner_src_ip(&mut f, &mut m, v6(6));
+            set_inner_dport(&mut f, &mut m, 8021);
+            set_src_ip(&mut f, &mut m, v6(7));
+            verify(&f, &m);
+            assert_eq!(m.icmp.unwrap().inner.unwrap().dport, 8021);
+        }
+    }
+
+    #[test]
+    fn replace_payload_grow_and_shrink() {
+        for v6 in [false, true] {
+            let seg = tcp(21, 40000, &[1, 1, 1, 0], b"227 Entering Passive Mode (192,0,2,10,4,1).\r\n");
+            let mut f = if v6 {
+                finish([eth(0x86dd), ip6(6, &seg)].concat())
+            } else {
+                let mut f = finish([eth(0x0800), ip4(6, &[], 0, &seg)].concat());
+                f.extend([0u8; 4]); // padding goes away
+                f
+            };
+            let mut m = parse(&f);
+            let old = m.tcp.unwrap().payload_len;
+            let d = replace_tcp_payload(&mut f, &mut m, 27, 41, b"203,0,113,200,195,80");
+            assert_eq!(d, 6);
+            assert_eq!(m.tcp.unwrap().payload_len, old + 6);
+            verify(&f, &m);
+            let t = m.tcp.unwrap();
+            assert_eq!(&f[t.payload..], b"227 Entering Passive Mode (203,0,113,200,195,80).\r\n");
+            let d = replace_tcp_payload(&mut f, &mut m, 4, 26, b"");
+            assert_eq!(d, -22);
+            verify(&f, &m);
+            assert_eq!(&f[m.tcp.unwrap().payload..], b"227 (203,0,113,200,195,80).\r\n");
+            // Out-of-range edits change nothing.
+            let before = f.clone();
+            assert_eq!(replace_tcp_payload(&mut f, &mut m, 5, 4, b"x"), 0);
+            assert_eq!(replace_tcp_payload(&mut f, &mut m, 0, 1000, b"x"), 0);
+            assert_eq!(f, before);
+        }
+    }
+
+    #[test]
+    fn stale_meta_does_not_panic() {
+        let mut f = finish([eth(0x0800), ip4(6, &[], 0, &tcp(1, 2, &[], b"abc"))].concat());
+        let mut m = parse(&f);
+        f.truncate(30);
+        let mut g = f.clone();
+        set_src_ip(&mut g, &mut m, v4(1));
+        set_src_port(&mut g, &mut m, 1);
+        set_tcp_seq(&mut g, &mut m, 1);
+        map_sack(&mut g, &m, |x| x);
+        dec_ttl(&mut g, &mut m);
+    }
 }
