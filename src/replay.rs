@@ -506,7 +506,7 @@ impl Progress {
         }
         // Reading the clock for every frame would cost more than the frame.
         self.calls = self.calls.wrapping_add(1);
-        if self.calls % 256 != 0 || self.last.elapsed() < Duration::from_millis(250) {
+        if !self.calls.is_multiple_of(256) || self.last.elapsed() < Duration::from_millis(250) {
             return;
         }
         self.last = Instant::now();
@@ -633,7 +633,7 @@ mod tests {
             assert_eq!(v["event"], "drop");
             assert_eq!(v["src"], "203.0.113.5:40000");
             assert_eq!(v["dst"], "192.0.2.9:21");
-            assert!(v["packet"].as_u64().unwrap() >= i as u64 + 1);
+            assert!(v["packet"].as_u64().unwrap() > i as u64);
             assert!(v["ts"].as_f64().unwrap() >= 100.0, "the clock never goes back: {v}");
         }
         let drop_events = text.lines().filter(|l| l.contains("\"event\":\"drop\"")).count() as u64;

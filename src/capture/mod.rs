@@ -195,7 +195,7 @@ impl<R: Read> CaptureReader<R> {
         }
         let magic = [self.buf[0], self.buf[1], self.buf[2], self.buf[3]];
         if PCAP_MAGICS.contains(&magic) {
-            let parsed = self.parse_header(|s| PcapParser::new(s), "pcap file header")?;
+            let parsed = self.parse_header(PcapParser::new, "pcap file header")?;
             let h = parsed.header();
             if h.version_major != 2 {
                 let cause = format!("corrupt pcap header (version {}.{})", h.version_major, h.version_minor);
@@ -212,7 +212,7 @@ impl<R: Read> CaptureReader<R> {
             self.format = Format::Pcap { endianness: h.endianness, parser: parsed };
             Ok(())
         } else if magic == PCAPNG_SHB {
-            let parser = self.parse_header(|s| PcapNgParser::new(s), "pcapng section header")?;
+            let parser = self.parse_header(PcapNgParser::new, "pcapng section header")?;
             let major = parser.section().major_version;
             if major != 1 {
                 let cause = format!("corrupt pcapng section header (version {major})");
@@ -516,12 +516,7 @@ fn read_u32(e: Endianness, b: [u8; 4]) -> u32 {
 }
 
 fn io_error(path: &Path, e: &io::Error) -> CaptureError {
-    let cause = match e.kind() {
-        io::ErrorKind::NotFound => "no such file".to_string(),
-        io::ErrorKind::PermissionDenied => "permission denied".to_string(),
-        _ => strip_os_error(e),
-    };
-    CaptureError { path: path.to_path_buf(), kind: CaptureErrorKind::Io, cause }
+    CaptureError { path: path.to_path_buf(), kind: CaptureErrorKind::Io, cause: strip_os_error(e) }
 }
 
 /// `io::Error`'s Display appends " (os error N)"; the message reads better without.

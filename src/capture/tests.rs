@@ -40,7 +40,9 @@ fn pcap(little: bool, nanos: bool, linktype: u32, records: &[(u32, u32, &[u8])])
     f
 }
 
-fn read_all(bytes: &[u8]) -> Result<(Vec<(FrameMeta, Vec<u8>)>, Option<String>, Vec<CaptureInterface>), CaptureError> {
+type ReadAll = (Vec<(FrameMeta, Vec<u8>)>, Option<String>, Vec<CaptureInterface>);
+
+fn read_all(bytes: &[u8]) -> Result<ReadAll, CaptureError> {
     let mut r = CaptureReader::new(Path::new("t.pcap"), Cursor::new(bytes.to_vec()), Some(bytes.len() as u64))?;
     let mut out = Vec::new();
     let mut frames = Vec::new();
