@@ -1,1 +1,0 @@
-//! Reading and writing captures (pcap and pcapng) for replay.
