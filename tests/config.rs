@@ -674,6 +674,13 @@ fn load_reports_an_unreadable_file_at_1_1() {
 }
 
 #[test]
+fn each_problem_is_one_line() {
+    let e = one_error("interfaces:\n  inside:\n    \"dev\\nice\": eth0\n");
+    assert_eq!(e.path, "interfaces.inside.dev\\nice");
+    assert!(!e.to_string().contains('\n'), "{e}");
+}
+
+#[test]
 fn anchors_and_aliases_work() {
     let c = ok(&format!(
         "{TWO}policy:\n  rules:\n    - {{name: a, action: allow, source: &lan [192.0.2.0/24, 10.0.0.0/8]}}\n    - {{name: b, action: deny, destination: *lan}}\n"

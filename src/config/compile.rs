@@ -35,8 +35,8 @@ impl<'f> Ctx<'f> {
             file: self.file.to_owned(),
             line,
             column,
-            message: message.into(),
-            path: path.to_owned(),
+            message: one_line(&message.into()),
+            path: one_line(path),
         });
     }
 
@@ -44,6 +44,23 @@ impl<'f> Ctx<'f> {
         let (line, column) = line_col(at);
         self.err_at(line, column, path, message);
     }
+}
+
+/// `check` prints one line per problem, and keys and values come from the
+/// file: control characters are shown escaped, never emitted.
+fn one_line(s: &str) -> String {
+    if !s.chars().any(char::is_control) {
+        return s.to_owned();
+    }
+    s.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
 }
 
 fn join(path: &str, key: &str) -> String {
