@@ -260,7 +260,15 @@ pub fn load(path: &Path) -> Result<Config, Vec<ConfigError>> {
             path: String::new(),
         }]
     };
-    let bytes = std::fs::read(path).map_err(|e| unreadable(format!("cannot read the file: {e}")))?;
+    // A configuration is a few kilobytes; refuse to pull a huge file into memory.
+    const MAX_BYTES: u64 = 16 << 20;
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| std::io::Read::read_to_end(&mut std::io::Read::take(f, MAX_BYTES + 1), &mut bytes))
+        .map_err(|e| unreadable(format!("cannot read the file: {e}")))?;
+    if bytes.len() as u64 > MAX_BYTES {
+        return Err(unreadable("the file is larger than 16 MiB: this is not a configuration".into()));
+    }
     let text = String::from_utf8(bytes).map_err(|e| {
         unreadable(format!(
             "the file is not UTF-8 text (bad byte at offset {})",
