@@ -2,6 +2,14 @@
 //! line:column), validation, and compilation into the form the engine uses
 //! (interface names resolved to indices, CIDRs parsed, durations in
 //! `std::time::Duration`). See docs/configuration.md for every key.
+//!
+//! Layers: `yaml` reads the text into a tree of located values; `compile`
+//! checks it against the schema and builds these types, collecting every
+//! problem; `parse` holds the small value parsers (durations, ports, ...).
+
+mod compile;
+pub mod parse;
+mod yaml;
 
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
@@ -170,27 +178,110 @@ pub struct ConfigError {
 }
 
 impl fmt::Display for ConfigError {
-    /// `FILE:LINE:COLUMN: message (path)`
+    /// `FILE:LINE:COLUMN: message (path)`; the ` (path)` part is left out
+    /// when there is no key to name (YAML syntax errors, unreadable file).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}:{}: {} ({})", self.file, self.line, self.column, self.message, self.path)
+        write!(f, "{}:{}:{}: {}", self.file, self.line, self.column, self.message)?;
+        if !self.path.is_empty() {
+            write!(f, " ({})", self.path)?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl Config {
+    /// The interface called `name` in the YAML.
+    pub fn interface_index(&self, name: &str) -> Option<IfIndex> {
+        self.interfaces.iter().position(|i| i.name == name)
+    }
+
+    /// The interface whose `device` is `dev`, or failing that whose name is
+    /// `dev`: how replay matches pcapng interface blocks (see CONTRACT.md).
+    pub fn interface_for_device(&self, dev: &str) -> Option<IfIndex> {
+        self.interfaces
+            .iter()
+            .position(|i| i.device.as_deref() == Some(dev))
+            .or_else(|| self.interface_index(dev))
+    }
+}
+
+impl Default for Ftp {
+    /// The contract's defaults.
+    fn default() -> Self {
+        compile::ftp_defaults()
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        compile::limits_defaults()
+    }
+}
+
+impl Default for Timeouts {
+    /// Linux conntrack's defaults.
+    fn default() -> Self {
+        compile::timeouts_defaults()
     }
 }
 
 /// Parse, validate and compile YAML text. `file` names it in errors.
-/// Every problem found is returned, not just the first.
+/// Every problem found is returned, not just the first, in file order.
 pub fn from_str(text: &str, file: &str) -> Result<Config, Vec<ConfigError>> {
-    let _ = (text, file);
-    todo!("config::from_str")
+    let mut cx = compile::Ctx::new(file);
+    let root = match yaml::parse(text) {
+        Ok(root) => root,
+        Err(e) => {
+            cx.err_at(e.line, e.column, "", e.message);
+            return Err(cx.errors);
+        }
+    };
+    let config = compile::compile(&mut cx, &root);
+    if cx.errors.is_empty() {
+        Ok(config)
+    } else {
+        let mut errors = cx.errors;
+        errors.sort_by_key(|e| (e.line, e.column));
+        Err(errors)
+    }
 }
 
 /// Read and compile a configuration file. An unreadable file is one error at 1:1.
 pub fn load(path: &Path) -> Result<Config, Vec<ConfigError>> {
-    let _ = path;
-    todo!("config::load")
+    let file = path.display().to_string();
+    let unreadable = |message: String| {
+        vec![ConfigError {
+            file: file.clone(),
+            line: 1,
+            column: 1,
+            message,
+            path: String::new(),
+        }]
+    };
+    // A configuration is a few kilobytes; refuse to pull a huge file into memory.
+    const MAX_BYTES: u64 = 16 << 20;
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| std::io::Read::read_to_end(&mut std::io::Read::take(f, MAX_BYTES + 1), &mut bytes))
+        .map_err(|e| unreadable(format!("cannot read the file: {e}")))?;
+    if bytes.len() as u64 > MAX_BYTES {
+        return Err(unreadable("the file is larger than 16 MiB: this is not a configuration".into()));
+    }
+    let text = String::from_utf8(bytes).map_err(|e| {
+        unreadable(format!(
+            "the file is not UTF-8 text (bad byte at offset {})",
+            e.utf8_error().valid_up_to()
+        ))
+    })?;
+    from_str(&text, &file)
 }
+
+/// The text of rules/default.yaml, compiled into the binary.
+pub const BUILTIN_DEFAULT_YAML: &str = include_str!("../../rules/default.yaml");
 
 /// The built-in default used by `replay` without `-c`: compiled from rules/default.yaml.
 pub fn builtin_default() -> Config {
-    from_str(include_str!("../rules/default.yaml"), "rules/default.yaml")
-        .expect("rules/default.yaml is valid (tested)")
+    from_str(BUILTIN_DEFAULT_YAML, "rules/default.yaml").expect("rules/default.yaml is valid (tested)")
 }
