@@ -278,3 +278,143 @@ pub fn feed(e: &mut Engine, sink: &mut Collect, t: u64, ingress: usize, frame: V
     let v = e.process(Nanos(t * 1_000_000), t, ingress, &mut f, sink);
     (v, f)
 }
+
+/// Both ends of an FTP control connection through the engine, each keeping
+/// its own sequence numbers, so tests can check that what each end receives
+/// is contiguous in its own view after the gateway's rewrites.
+pub struct FtpSim {
+    pub e: Engine,
+    pub s: Collect,
+    pub t: u64,
+    pub client: (&'static str, u16),
+    /// The server as the client addresses it.
+    pub server_pub: (&'static str, u16),
+    /// The server's real address.
+    pub server: (&'static str, u16),
+    /// The client as the server sees it (filled in from the SYN's translation).
+    pub client_seen: (IpAddr, u16),
+    pub client_side: usize,
+    pub server_side: usize,
+    pub c_seq: u32,
+    pub s_seq: u32,
+    /// Next byte each receiver expects, in its own view.
+    pub server_rcv: u32,
+    pub client_rcv: u32,
+    /// Everything each receiver got, in order.
+    pub server_got: Vec<u8>,
+    pub client_got: Vec<u8>,
+}
+
+pub const C_ISN: u32 = 0xfffff000; // wraps during the test on purpose
+pub const S_ISN: u32 = 0x10000000;
+
+impl FtpSim {
+    /// Masqueraded client 192.0.2.10 → server 198.51.100.20:21.
+    pub fn masq(cfg: Config) -> FtpSim {
+        Self::start(cfg, ("192.0.2.10", 40000), ("198.51.100.20", 21), ("198.51.100.20", 21), INSIDE, OUTSIDE)
+    }
+
+    /// Outside client 203.0.113.5 → published server 198.51.100.1:21 → 192.0.2.20:21.
+    pub fn published(cfg: Config) -> FtpSim {
+        Self::start(cfg, ("203.0.113.5", 50000), ("198.51.100.1", 21), ("192.0.2.20", 21), OUTSIDE, INSIDE)
+    }
+
+    pub fn start(
+        cfg: Config,
+        client: (&'static str, u16),
+        server_pub: (&'static str, u16),
+        server: (&'static str, u16),
+        client_side: usize,
+        server_side: usize,
+    ) -> FtpSim {
+        let mut sim = FtpSim {
+            e: Engine::new(cfg, 99),
+            s: Collect::default(),
+            t: 0,
+            client,
+            server_pub,
+            server,
+            client_seen: (ip(client.0), client.1),
+            client_side,
+            server_side,
+            c_seq: C_ISN,
+            s_seq: S_ISN,
+            server_rcv: 0,
+            client_rcv: 0,
+            server_got: vec![],
+            client_got: vec![],
+        };
+        let (v, out) = sim.raw_client("S", C_ISN, 0, b"");
+        assert_eq!(v, Verdict::Forward(server_side), "SYN passes");
+        let o = decode_verified(&out);
+        sim.client_seen = (o.src, o.sport);
+        sim.c_seq = C_ISN.wrapping_add(1);
+        sim.server_rcv = sim.c_seq;
+        let (v, _) = sim.raw_server("SA", S_ISN, sim.c_seq, b"");
+        assert_eq!(v, Verdict::Forward(client_side), "SYN-ACK passes");
+        sim.s_seq = S_ISN.wrapping_add(1);
+        sim.client_rcv = sim.s_seq;
+        let (v, _) = sim.raw_client("A", sim.c_seq, sim.client_rcv, b"");
+        assert_eq!(v, Verdict::Forward(server_side));
+        sim
+    }
+
+    pub fn raw_client(&mut self, flags: &str, seq: u32, ack: u32, payload: &[u8]) -> (Verdict, Vec<u8>) {
+        self.t += 1;
+        let f = tcp(CLIENT_MAC, GW_IN_MAC, Tcp { src: self.client, dst: self.server_pub, seq, ack, flags, payload });
+        feed(&mut self.e, &mut self.s, self.t, self.client_side, f)
+    }
+
+    pub fn raw_server(&mut self, flags: &str, seq: u32, ack: u32, payload: &[u8]) -> (Verdict, Vec<u8>) {
+        self.t += 1;
+        let dst = self.client_seen;
+        let dst_s: &'static str = Box::leak(dst.0.to_string().into_boxed_str());
+        let f = tcp(SERVER_MAC, GW_OUT_MAC, Tcp { src: self.server, dst: (dst_s, dst.1), seq, ack, flags, payload });
+        feed(&mut self.e, &mut self.s, self.t, self.server_side, f)
+    }
+
+    /// The client sends `bytes` as one segment; returns the verdict and what
+    /// the server received (checked contiguous in the server's view).
+    pub fn client(&mut self, bytes: &[u8]) -> (Verdict, Option<Seen>) {
+        let (v, out) = self.raw_client("PA", self.c_seq, self.client_rcv, bytes);
+        self.c_seq = self.c_seq.wrapping_add(bytes.len() as u32);
+        let seen = self.took(v, &out, true);
+        (v, seen)
+    }
+
+    pub fn server(&mut self, bytes: &[u8]) -> (Verdict, Option<Seen>) {
+        let (v, out) = self.raw_server("PA", self.s_seq, self.server_rcv, bytes);
+        self.s_seq = self.s_seq.wrapping_add(bytes.len() as u32);
+        let seen = self.took(v, &out, false);
+        (v, seen)
+    }
+
+    /// Record a forwarded segment at its receiver, checking it starts where
+    /// the receiver expects (or is an exact retransmission of what it has).
+    pub fn took(&mut self, v: Verdict, out: &[u8], to_server: bool) -> Option<Seen> {
+        if !matches!(v, Verdict::Forward(_)) {
+            return None;
+        }
+        let o = decode_verified(out);
+        let (rcv, got) = if to_server { (&mut self.server_rcv, &mut self.server_got) } else { (&mut self.client_rcv, &mut self.client_got) };
+        if o.seq == *rcv {
+            got.extend_from_slice(&o.payload);
+            *rcv = rcv.wrapping_add(o.payload.len() as u32);
+        } else {
+            // A retransmission: it must repeat exactly what the receiver has.
+            let back = rcv.wrapping_sub(o.seq) as usize;
+            assert!(back <= got.len(), "segment at {} is not contiguous with {}", o.seq, *rcv);
+            let from = got.len() - back;
+            let overlap = o.payload.len().min(back);
+            assert_eq!(&got[from..from + overlap], &o.payload[..overlap], "retransmission differs from the original");
+            got.extend_from_slice(&o.payload[overlap..]);
+            *rcv = rcv.wrapping_add((o.payload.len() - overlap) as u32);
+        }
+        Some(o)
+    }
+
+    pub fn greet(&mut self) {
+        let (v, _) = self.server(b"220 ready\r\n");
+        assert!(matches!(v, Verdict::Forward(_)));
+    }
+}
