@@ -20,9 +20,16 @@
 //!   lost (`Gap`) and the held data after it is delivered (resynchronising at
 //!   its first LF); this repeats until the segment fits or is in order. The
 //!   bytes of a hole declared lost are ignored if they turn up later.
+//! - Each `skip_to` or overflow that skips bytes emits its own `Gap`, even
+//!   while already discarding.
+//! - Allocation: in-order segments only grow the reused line buffer; each
+//!   emitted `Line` owns its text (one allocation per complete line). Only
+//!   out-of-order segments allocate for holding.
 //! - Sequence numbers are compared with serial-number arithmetic relative to
 //!   the next expected byte: a segment up to 2^31 bytes behind it is old, up
 //!   to 2^31 ahead is new. Stream offsets are u64, so they do not wrap.
+
+use std::collections::VecDeque;
 
 /// At most this many separate out-of-order runs are held; a control
 /// connection with more holes than this is not being delivered, it is being
@@ -51,10 +58,13 @@ pub enum StreamEvent {
     Gap { at: u64 },
 }
 
-/// Contiguous out-of-order bytes starting at a stream offset.
+/// Contiguous out-of-order bytes starting at a stream offset. A deque, so a
+/// run can grow at either end without moving what it holds: merging always
+/// copies the smaller side, which keeps a stream of tiny segments arriving in
+/// any order from costing a copy of the whole window each.
 struct Run {
     start: u64,
-    data: Vec<u8>,
+    data: VecDeque<u8>,
 }
 
 impl Run {
@@ -216,7 +226,13 @@ impl LineStream {
             self.held -= run.data.len();
             if run.end() > self.next {
                 let skip = (self.next - run.start) as usize;
-                self.feed(&run.data[skip..], out);
+                let (a, b) = run.data.as_slices();
+                if skip < a.len() {
+                    self.feed(&a[skip..], out);
+                    self.feed(b, out);
+                } else {
+                    self.feed(&b[skip - a.len()..], out);
+                }
             }
         }
     }
@@ -260,17 +276,41 @@ impl LineStream {
         if last - first == 1 && self.runs[first].start <= off && self.runs[first].end() >= end {
             return true; // entirely held already
         }
-        let mut merged = Vec::with_capacity(merged_len as usize);
-        merged.resize(merged_len as usize, 0);
-        let at = (off - start) as usize;
-        merged[at..at + data.len()].copy_from_slice(data);
-        // Held bytes were seen first: they overwrite the new copy.
-        for r in &self.runs[first..last] {
-            let at = (r.start - start) as usize;
-            merged[at..at + r.data.len()].copy_from_slice(&r.data);
-        }
-        self.runs.splice(first..last, [Run { start, data: merged }]);
+        // Held bytes were seen first: new bytes only go where nothing is held.
         self.held = total as usize;
+        if first == last {
+            self.runs.insert(first, Run { start: off, data: data.to_vec().into() });
+            return true;
+        }
+        let mut held = self.runs.drain(first..last);
+        let Some(mut acc) = held.next() else {
+            return true; // first < last: not reached
+        };
+        let new = |from: u64, to: u64| &data[(from - off) as usize..(to - off) as usize];
+        if off < acc.start {
+            for &b in new(off, acc.start).iter().rev() {
+                acc.data.push_front(b);
+            }
+            acc.start = off;
+        }
+        for mut r in held {
+            // The hole between two runs lies within [off, end).
+            acc.data.extend(new(acc.end(), r.start));
+            if acc.data.len() >= r.data.len() {
+                acc.data.extend(r.data);
+            } else {
+                for &b in acc.data.iter().rev() {
+                    r.data.push_front(b);
+                }
+                r.start = acc.start;
+                acc = r;
+            }
+        }
+        if end > acc.end() {
+            acc.data.extend(new(acc.end(), end));
+        }
+        debug_assert_eq!((acc.start, acc.end()), (start, stop));
+        self.runs.insert(first, acc);
         true
     }
 
@@ -473,6 +513,32 @@ mod tests {
         // A new segment bridging two held runs keeps both.
         let out = run(0, 512, 4096, &[(2, "b"), (4, "d\n"), (1, "XXXX"), (0, "a")]);
         assert_eq!(out, [line(0, "aXbXd", 1)]);
+    }
+
+    #[test]
+    fn held_runs_merge_in_any_order() {
+        let text = b"RETR 0123456789\r\n";
+        // Backwards one byte at a time, then every other byte, then bridging.
+        let mut s = LineStream::new(9, 512, 4096);
+        let mut out = Vec::new();
+        for i in (5..text.len()).rev() {
+            s.push(9 + i as u32, &text[i..i + 1], &mut out);
+        }
+        assert_eq!(s.held_bytes(), text.len() - 5);
+        s.push(9, &text[..5], &mut out);
+        assert_eq!(out, [line(0, "RETR 0123456789", 2)]);
+
+        let mut s = LineStream::new(9, 512, 4096);
+        let mut out = Vec::new();
+        for i in (1..text.len()).step_by(2) {
+            s.push(9 + i as u32, &text[i..i + 1], &mut out);
+        }
+        s.push(9 + 2, &text[2..text.len() - 2], &mut out); // bridges all but the ends
+        s.push(9 + text.len() as u32 - 2, &text[text.len() - 2..], &mut out);
+        assert_eq!(s.held_bytes(), text.len() - 1);
+        s.push(9, &text[..1], &mut out);
+        assert_eq!(out, [line(0, "RETR 0123456789", 2)]);
+        assert_eq!(s.held_bytes(), 0);
     }
 
     #[test]
