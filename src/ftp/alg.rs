@@ -114,8 +114,8 @@ struct Half {
     rewrites: Vec<Rewrite>,
     /// Shift of everything before `rewrites[0]` (folded older rewrites).
     base_delta: i64,
-    /// Violation with `on_violation: drop`: every later byte of this direction is dropped.
-    blocked_at: Option<u64>,
+    /// After a violation every later byte of this direction is dropped, for this reason.
+    blocked: Option<(u64, DropReason)>,
     /// A multi-line reply in progress: its code.
     multiline: Option<u16>,
 }
@@ -129,7 +129,7 @@ impl Half {
             held: Vec::new(),
             rewrites: Vec::new(),
             base_delta: 0,
-            blocked_at: None,
+            blocked: None,
             multiline: None,
         }
     }
@@ -349,9 +349,10 @@ impl FtpSession {
 
         let a = half.stream.offset_of(seg.seq);
         let next = half.stream.next_offset();
-        if let Some(at) = half.blocked_at {
+        if let Some((at, reason)) = half.blocked {
             if a + seg.payload.len() as u64 > at || seg.payload.is_empty() {
-                return (SegVerdict::Drop(DropReason::Malformed, "control connection blocked after a violation".into()), edit);
+                let detail = format!("control connection blocked after a {} violation", reason.as_str());
+                return (SegVerdict::Drop(reason, detail), edit);
             }
         }
         if a > next {
@@ -476,8 +477,10 @@ impl FtpSession {
         let cmd = match parse::parse_command(text) {
             Ok(c) => c,
             Err(ParseError::Malformed(why)) => {
+                // The server must not get to interpret an address the gateway
+                // could not (a wrapped octet is another host): refuse it.
                 let detail = format!("{}: {why}", loggable_line(text));
-                return Some(self.violation(cx, Dir::Orig, start, DropReason::Malformed, detail));
+                return self.refuse(cx, start, old_len, DropReason::Malformed, detail);
             }
         };
         let verb = String::from_utf8_lossy(text.split(|&b| b == b' ').next().unwrap_or(b"")).to_ascii_uppercase();
@@ -839,14 +842,18 @@ impl FtpSession {
 
     /// An attack or a broken line: drop, or reset both ends, per `on_violation`.
     fn violation(&mut self, cx: &mut Ctx<'_>, dir: Dir, start: u64, reason: DropReason, detail: String) -> SegVerdict {
+        if let Some(h) = self.halves[dir.idx()].as_mut() {
+            h.blocked = Some((start, reason));
+        }
         match cx.cfg.on_violation {
-            OnViolation::Reset => SegVerdict::Reset(reason, detail),
-            OnViolation::Drop => {
-                if let Some(h) = self.halves[dir.idx()].as_mut() {
-                    h.blocked_at = Some(start);
+            OnViolation::Reset => {
+                // Both ends were reset: whatever either still sends is dropped quietly.
+                if let Some(h) = self.halves[dir.flip().idx()].as_mut() {
+                    h.blocked = Some((h.stream.next_offset(), reason));
                 }
-                SegVerdict::Drop(reason, detail)
+                SegVerdict::Reset(reason, detail)
             }
+            OnViolation::Drop => SegVerdict::Drop(reason, detail),
         }
     }
 
