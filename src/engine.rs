@@ -73,6 +73,17 @@ struct FragState {
 
 type FragKey = (IpAddr, IpAddr, u8, u32);
 
+struct Unresolved {
+    /// Frames (MACs set but the destination) and their input index.
+    frames: Vec<(Vec<u8>, u64)>,
+    tries: u8,
+    next_try: Nanos,
+}
+
+/// Frames held per unresolved neighbour, and how often to ask (as Linux: 3).
+const NEIGH_QUEUE: usize = 3;
+const NEIGH_TRIES: u8 = 3;
+
 /// Linux's ipfrag_time.
 const FRAG_TIMEOUT: Duration = Duration::from_secs(30);
 /// Connections examined for expiry per tick; the whole table is covered every
@@ -86,6 +97,9 @@ pub struct Engine {
     ports: PortAllocator,
     macs: Vec<Mac>,
     neighbors: HashMap<(IfIndex, IpAddr), Mac>,
+    /// Live only: frames waiting for a next hop's MAC.
+    unresolved: HashMap<(IfIndex, IpAddr), Unresolved>,
+    resolve: bool,
     frags: HashMap<FragKey, FragState>,
     now: Nanos,
     stats: Stats,
@@ -113,6 +127,8 @@ impl Engine {
             ports: PortAllocator::new(seed),
             macs,
             neighbors: HashMap::new(),
+            unresolved: HashMap::new(),
+            resolve: false,
             frags: HashMap::new(),
             now: Nanos::ZERO,
             stats: Stats::default(),
@@ -140,6 +156,64 @@ impl Engine {
     /// The MAC the gateway uses on `iface`.
     pub fn mac(&self, iface: IfIndex) -> Mac {
         self.macs[iface]
+    }
+
+    /// Swap in a new configuration, keeping the connection table: a
+    /// connection the new policy no longer allows ends (`evicted`); the rest,
+    /// their NAT mappings and FTP sessions carry on. Returns how many ended.
+    pub fn reload(&mut self, config: Config, sink: &mut impl Sink) -> usize {
+        let keep_macs: Vec<(String, Mac)> =
+            self.config.interfaces.iter().zip(&self.macs).map(|(i, m)| (i.name.clone(), *m)).collect();
+        self.routes = Routes::new(&config);
+        self.macs = config
+            .interfaces
+            .iter()
+            .enumerate()
+            .map(|(i, ifc)| {
+                ifc.mac
+                    .or_else(|| keep_macs.iter().find(|(n, _)| *n == ifc.name).map(|(_, m)| *m))
+                    .unwrap_or([0x02, 0x66, 0x67, 0x00, 0x00, (i as u8).wrapping_add(1)])
+            })
+            .collect();
+        self.config = config;
+        let n_if = self.config.interfaces.len();
+        let denied: Vec<ConnId> = self
+            .table
+            .iter()
+            .filter(|(_, c)| {
+                if c.parent.is_some() {
+                    return false; // data connections live and die with their pinhole's decision
+                }
+                if c.ifaces.iter().any(|&i| i >= n_if) {
+                    return true;
+                }
+                let (_, dep) = c.translation(Dir::Orig);
+                let flow = Flow { from: c.ifaces[0], to: c.ifaces[1], src: c.orig.src, dst: dep.dst, proto: c.orig.proto, dport: dep.dport };
+                policy::evaluate(&self.config.policy, &flow).action == crate::config::Action::Deny
+            })
+            .map(|(id, _)| id)
+            .collect();
+        let mut cx = Cx { packet: 0, sink, generated: 0 };
+        for &id in &denied {
+            self.end_conn(&mut cx, id, EndReason::Evicted);
+        }
+        denied.len()
+    }
+
+    /// Live operation: resolve next hops with ARP / neighbour discovery and
+    /// hold frames until they answer, instead of trusting captured MACs.
+    pub fn set_resolve_neighbors(&mut self, on: bool) {
+        self.resolve = on;
+    }
+
+    /// The FTP pinholes, shared with other workers and the admin endpoint.
+    pub fn pinholes(&self) -> &Pinholes {
+        &self.pinholes
+    }
+
+    /// Live FTP control sessions.
+    pub fn ftp_sessions(&self) -> impl Iterator<Item = &FtpSession> {
+        self.ftp.iter().flatten()
     }
 
     /// Use the device's real MAC (for `run`).
@@ -214,6 +288,9 @@ impl Engine {
         }
         if !self.frags.is_empty() {
             self.frags.retain(|_, f| f.expires > now);
+        }
+        if !self.unresolved.is_empty() {
+            self.retry_neighbors(&mut cx);
         }
         self.stats.generated += cx.generated;
     }
@@ -352,7 +429,7 @@ impl Engine {
         let conn = self.table.get(id).expect("checked above");
         let (egress, next_mac) = (conn.egress(dir), conn.macs[dir.idx()]);
         apply_translation(frame, m, conn, dir);
-        self.emit(frame, m, egress, next_mac)
+        self.emit(cx, frame, m, egress, next_mac)
     }
 
     /// The FTP ALG's look at a control-connection segment: it may rewrite the
@@ -653,7 +730,7 @@ impl Engine {
             state: if m.proto == PROTO_TCP { State::SynSent } else { State::New },
             expires: now.saturating_add(self.timeout_for(m.proto)),
             ifaces: [ingress, egress],
-            macs: [self.next_hop_mac(egress, next_hop).unwrap_or(m.eth_dst), m.eth_src],
+            macs: [self.next_hop_mac(egress, next_hop).unwrap_or([0; 6]), m.eth_src],
             tcp: [TcpDir::default(); 2],
             alg: None,
             parent,
@@ -718,7 +795,7 @@ impl Engine {
         let conn = self.table.get(id).expect("just inserted");
         let (egress, next_mac) = (conn.egress(Dir::Orig), conn.macs[0]);
         apply_translation(frame, m, conn, Dir::Orig);
-        self.emit(frame, m, egress, next_mac)
+        self.emit(cx, frame, m, egress, next_mac)
     }
 
     /// A SYN that an FTP pinhole expects: admitted without a policy rule,
@@ -795,7 +872,7 @@ impl Engine {
         if inner.dport != dep.sport {
             setters::set_inner_dport(frame, m, dep.sport);
         }
-        self.emit(frame, m, egress, next_mac)
+        self.emit(cx, frame, m, egress, next_mac)
     }
 
     /// A fragment after the first: no ports to look at, so it follows the
@@ -819,7 +896,7 @@ impl Engine {
                 if m.ttl <= 1 {
                     return self.drop(cx, DropReason::TtlExceeded, None, Some(m), "TTL expired in transit (fragment)".into());
                 }
-                self.emit(frame, m, egress, next_mac)
+                self.emit(cx, frame, m, egress, next_mac)
             }
             Some(Err(r)) => {
                 let detail = format!("fragment of a datagram whose first fragment was dropped ({})", r.as_str());
@@ -835,12 +912,100 @@ impl Engine {
         }
     }
 
-    /// Decrement TTL, set MACs, hand the frame back for transmission.
-    fn emit(&mut self, frame: &mut [u8], m: &mut Meta, egress: IfIndex, next_mac: Mac) -> Verdict {
+    /// Decrement TTL, set MACs, hand the frame back for transmission. Live,
+    /// a frame whose next hop has no known MAC waits for ARP / neighbour
+    /// discovery; in replay it keeps the capture's destination MAC.
+    fn emit<S: Sink>(&mut self, cx: &mut Cx<'_, S>, frame: &mut [u8], m: &mut Meta, egress: IfIndex, next_mac: Mac) -> Verdict {
         setters::dec_ttl(frame, m);
-        let dst_mac = if next_mac == [0; 6] { m.eth_dst } else { next_mac };
+        let mut dst_mac = next_mac;
+        if dst_mac == [0; 6] {
+            let hop = self.routes.lookup(m.dst).map_or(m.dst, |h| h.next_hop);
+            match self.neighbors.get(&(egress, hop)) {
+                Some(&mac) => dst_mac = mac,
+                None if self.resolve => {
+                    setters::set_macs(frame, m, self.macs[egress], [0; 6]);
+                    self.queue_for_neighbor(cx, egress, hop, frame);
+                    return Verdict::Consumed;
+                }
+                None => dst_mac = m.eth_dst,
+            }
+        }
         setters::set_macs(frame, m, self.macs[egress], dst_mac);
         Verdict::Forward(egress)
+    }
+
+    /// Hold a frame until `hop` answers; ask for it the first time.
+    fn queue_for_neighbor<S: Sink>(&mut self, cx: &mut Cx<'_, S>, iface: IfIndex, hop: IpAddr, frame: &[u8]) {
+        let now = self.now;
+        let first = !self.unresolved.contains_key(&(iface, hop));
+        let entry = self.unresolved.entry((iface, hop)).or_insert_with(|| Unresolved {
+            frames: Vec::new(),
+            tries: 0,
+            next_try: now,
+        });
+        // Like Linux's unres_qlen: a few frames wait, the oldest give way.
+        if entry.frames.len() >= NEIGH_QUEUE {
+            entry.frames.remove(0);
+        }
+        entry.frames.push((frame.to_vec(), cx.packet));
+        if first {
+            self.solicit(cx, iface, hop);
+        }
+    }
+
+    fn solicit<S: Sink>(&mut self, cx: &mut Cx<'_, S>, iface: IfIndex, hop: IpAddr) {
+        let Some(ours) = route::iface_address(&self.config, iface, hop) else { return };
+        let req = match (ours, hop) {
+            (IpAddr::V4(o), IpAddr::V4(t)) => build::arp_request(self.macs[iface], o, t),
+            (IpAddr::V6(o), IpAddr::V6(t)) => build::neighbor_solicit(self.macs[iface], o, t),
+            _ => return,
+        };
+        cx.transmit(iface, &req);
+        if let Some(u) = self.unresolved.get_mut(&(iface, hop)) {
+            u.tries += 1;
+            u.next_try = self.now.saturating_add(Duration::from_secs(1));
+        }
+    }
+
+    /// A neighbour became known: send what waited for it.
+    fn learned<S: Sink>(&mut self, cx: &mut Cx<'_, S>, iface: IfIndex, ip: IpAddr, mac: Mac) {
+        self.neighbors.insert((iface, ip), mac);
+        if let Some(u) = self.unresolved.remove(&(iface, ip)) {
+            for (mut f, _) in u.frames {
+                if f.len() >= 6 {
+                    f[0..6].copy_from_slice(&mac);
+                }
+                cx.transmit(iface, &f);
+            }
+        }
+    }
+
+    /// Retry or give up on neighbours that have not answered.
+    fn retry_neighbors<S: Sink>(&mut self, cx: &mut Cx<'_, S>) {
+        let now = self.now;
+        let due: Vec<(IfIndex, IpAddr)> =
+            self.unresolved.iter().filter(|(_, u)| u.next_try <= now).map(|(k, _)| *k).collect();
+        for (iface, hop) in due {
+            let tries = self.unresolved.get(&(iface, hop)).map_or(0, |u| u.tries);
+            if tries >= NEIGH_TRIES {
+                let u = self.unresolved.remove(&(iface, hop)).expect("listed");
+                for (_, packet) in u.frames {
+                    self.stats.dropped[DropReason::NoRoute as usize] += 1;
+                    let ev = EventKind::Drop {
+                        reason: DropReason::NoRoute,
+                        rule: None,
+                        session: None,
+                        src: None,
+                        dst: None,
+                        detail: format!("next hop {hop} did not answer {} requests", if hop.is_ipv4() { "ARP" } else { "neighbour" }),
+                    };
+                    let packet = (packet != 0).then_some(packet);
+                    cx.sink.event(Event::new(now, packet, ev));
+                }
+            } else {
+                self.solicit(cx, iface, hop);
+            }
+        }
     }
 
     fn ttl_exceeded<S: Sink>(&mut self, cx: &mut Cx<'_, S>, ingress: IfIndex, frame: &[u8], m: &Meta) -> Verdict {
@@ -859,7 +1024,7 @@ impl Engine {
 
     fn on_arp<S: Sink>(&mut self, cx: &mut Cx<'_, S>, ingress: IfIndex, a: &Arp) -> Verdict {
         if !a.spa.is_unspecified() {
-            self.neighbors.insert((ingress, IpAddr::V4(a.spa)), a.sha);
+            self.learned(cx, ingress, IpAddr::V4(a.spa), a.sha);
         }
         let ours = self.routes.local_iface(IpAddr::V4(a.tpa)) == Some(ingress);
         if a.op == 1 && ours {
@@ -887,7 +1052,7 @@ impl Engine {
 
     fn on_nd<S: Sink>(&mut self, cx: &mut Cx<'_, S>, ingress: IfIndex, frame: &[u8], m: &Meta, ty: u8) {
         if !m.src.is_unspecified() {
-            self.neighbors.insert((ingress, m.src), m.eth_src);
+            self.learned(cx, ingress, m.src, m.eth_src);
         }
         // Neighbour solicitation: type, code, checksum, reserved(4), target(16).
         if ty == 135 {

@@ -220,3 +220,69 @@ fn preserve_keeps_the_client_port() {
     let (_, out) = feed(&mut e, &mut s, 2, INSIDE, tcp(CLIENT_MAC, GW_IN_MAC, syn(("192.0.2.11", 40000), ("198.51.100.20", 80), 1)));
     assert_ne!(decode_verified(&out).sport, 40000);
 }
+
+fn arp_frame(op: etherparse::ArpOperation, sha: [u8; 6], spa: [u8; 4], tha: [u8; 6], tpa: [u8; 4]) -> Vec<u8> {
+    let mut out = Vec::new();
+    etherparse::PacketBuilder::ethernet2(sha, if tha == [0; 6] { [0xff; 6] } else { tha })
+        .arp(
+            etherparse::ArpPacket::new(etherparse::ArpHardwareId::ETHERNET, etherparse::EtherType::IPV4, op, &sha, &spa, &tha, &tpa)
+                .unwrap(),
+        )
+        .write(&mut out)
+        .unwrap();
+    out
+}
+
+#[test]
+fn live_mode_resolves_the_next_hop_before_forwarding() {
+    let mut e = Engine::new(lab_config(true), 7);
+    e.set_resolve_neighbors(true);
+    let mut s = Collect::default();
+    let (v, _) = feed(&mut e, &mut s, 1, INSIDE, tcp(CLIENT_MAC, GW_IN_MAC, syn(("192.0.2.10", 40000), ("198.51.100.20", 80), 1)));
+    assert_eq!(v, Verdict::Consumed, "held until the server's MAC is known");
+    assert_eq!(s.frames.len(), 1);
+    let (iface, req) = &s.frames[0];
+    assert_eq!(*iface, OUTSIDE);
+    assert_eq!(&req[12..14], &[0x08, 0x06], "an ARP request");
+    assert_eq!(&req[38..42], &[198, 51, 100, 20], "for the on-link server");
+    let reply = arp_frame(etherparse::ArpOperation::REPLY, SERVER_MAC, [198, 51, 100, 20], GW_OUT_MAC, [198, 51, 100, 1]);
+    let (v, _) = feed(&mut e, &mut s, 2, OUTSIDE, reply);
+    assert_eq!(v, Verdict::Consumed);
+    assert_eq!(s.frames.len(), 2, "the held SYN went out");
+    let (iface, syn_out) = &s.frames[1];
+    assert_eq!(*iface, OUTSIDE);
+    assert_eq!(&syn_out[0..6], &SERVER_MAC);
+    assert_eq!(decode_verified(syn_out).src, ip("198.51.100.1"));
+
+    // A next hop that never answers: three tries, then the frame is dropped with a reason.
+    let (v, _) = feed(&mut e, &mut s, 3, INSIDE, udp(CLIENT_MAC, GW_IN_MAC, ("192.0.2.10", 5000), ("198.51.100.99", 53), b"q"));
+    assert_eq!(v, Verdict::Consumed);
+    for sec in 4..8 {
+        e.tick(ftpgate::time::Nanos(sec * 1_000_000_000), &mut s);
+    }
+    let arps = s.frames.iter().filter(|(_, f)| f[12..14] == [0x08, 0x06] && f[38..42] == [198, 51, 100, 99]).count();
+    assert_eq!(arps, 3);
+    let d = s.of_kind("drop");
+    assert_eq!(d.last().unwrap()["reason"], "no_route");
+    assert_eq!(e.stats().dropped_for(DropReason::NoRoute), 1);
+}
+
+#[test]
+fn reload_keeps_allowed_connections_and_evicts_the_rest() {
+    let mut e = Engine::new(lab_config(true), 7);
+    let mut s = Collect::default();
+    for (port, dport) in [(1000u16, 80u16), (1001, 22)] {
+        feed(&mut e, &mut s, 1, INSIDE, tcp(CLIENT_MAC, GW_IN_MAC, syn(("192.0.2.10", port), ("198.51.100.20", dport), 1)));
+    }
+    let mut cfg = lab_config(true);
+    cfg.policy.rules[0].protocol = ftpgate::config::Protocol::Tcp;
+    cfg.policy.rules[0].ports = vec![(80, 80)];
+    assert_eq!(e.reload(cfg, &mut s), 1);
+    assert_eq!(e.table().len(), 1);
+    let end = s.of_kind("connection_end");
+    assert_eq!(end[0]["reason"], "evicted");
+    assert_eq!(end[0]["dst"], "198.51.100.20:22");
+    let again = Tcp { src: ("192.0.2.10", 1000), dst: ("198.51.100.20", 80), seq: 1, ack: 0, flags: "S", payload: b"" };
+    let (v, _) = feed(&mut e, &mut s, 2, INSIDE, tcp(CLIENT_MAC, GW_IN_MAC, again));
+    assert_eq!(v, Verdict::Forward(OUTSIDE));
+}
