@@ -175,6 +175,7 @@ cmd_down() {
         ip netns del "$ns"
     done
     for ns in $NS_C $NS_G $NS_S; do rm -rf "/etc/netns/$ns"; done
+    rmdir /etc/netns 2>/dev/null || true     # only if the lab's were the only ones
     rm -f "$STATE/layout" "$STATE/server.name" "$STATE/gw.mode"
     [[ ${1:-} == quiet ]] || log "down: namespaces $NS_C $NS_G $NS_S removed"
 }
