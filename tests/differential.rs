@@ -115,8 +115,13 @@ fn deliberate(name: &str) -> Option<&'static str> {
     None
 }
 
+/// The recordings: the committed ones, or a fresh set the lab just made
+/// (`FTPGATE_DIFF_DIR`, see tests/lab/differential.sh).
 fn kernel_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("pcaps/kernel")
+    match std::env::var_os("FTPGATE_DIFF_DIR") {
+        Some(d) => PathBuf::from(d),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("pcaps/kernel"),
+    }
 }
 
 #[test]
