@@ -810,12 +810,13 @@ capture_stop() {
 # lab.sh record SERVER CLIENT MODE FAMILY LAYOUT OUTDIR [--reuse] [--name BASE] [OPS...]
 cmd_record() {
     need_root
-    (($# >= 6)) || die "usage: lab.sh record SERVER CLIENT MODE FAMILY LAYOUT OUTDIR [--reuse] [--name BASE] [OPS...]"
+    (($# >= 6)) || die "usage: lab.sh record SERVER CLIENT MODE FAMILY LAYOUT OUTDIR [--reuse] [--name BASE] [--lan-view] [OPS...]"
     local server=$1 client=$2 mode=$3 fam=$4 layout=$5 outdir=$6; shift 6
-    local reuse=0 base="" named=0 ops=()
+    local reuse=0 base="" named=0 ops=() lanview=0
     while (($#)); do
         case $1 in
         --reuse) reuse=1; shift ;;
+        --lan-view) lanview=1; shift ;;
         --name) base=$2; named=1; shift 2 ;;
         *) ops+=("$1"); shift ;;
         esac
@@ -866,6 +867,12 @@ cmd_record() {
         "$GW_IN=$raw/in-$GW_IN.pcap" "$GW_OUT=$raw/in-$GW_OUT.pcap" 2>&1)
     n_out=$("$PY" "$LAB_DIR/pcapmerge.py" -o "$outdir/$base.out.pcapng" --direction out --comment "$comment; frames the gateway transmitted" \
         "$GW_IN=$raw/out-$GW_IN.pcap" "$GW_OUT=$raw/out-$GW_OUT.pcap" 2>&1)
+    if ((lanview)); then
+        # Both directions as seen on the inside link, not named after a
+        # device: what a tap beside the client would record (the demo capture).
+        "$PY" "$LAB_DIR/pcapmerge.py" -o "$outdir/$base.lan.pcapng" --comment "$comment; both directions on the inside link" \
+            "lan=$raw/in-$GW_IN.pcap" "lan=$raw/out-$GW_IN.pcap" >/dev/null
+    fi
     rm -rf "$raw"; rm -f "$FTP_HOME/upload/$tag-"*
     log "record: $n_in; ${n_out#"$outdir/"}"
 }
