@@ -591,11 +591,16 @@ impl Engine {
         to_us: bool,
     ) -> Verdict {
         // Only an opening packet may create state.
+        let mut pickup = false;
         match m.proto {
             PROTO_TCP => {
                 let flags = m.tcp.map_or(0, |t| t.flags);
                 let opening = flags & (tcp_flags::SYN | tcp_flags::ACK | tcp_flags::RST | tcp_flags::FIN) == tcp_flags::SYN;
-                if !opening {
+                pickup = !opening
+                    && self.config.policy.pickup
+                    && flags & (tcp_flags::SYN | tcp_flags::RST) == 0
+                    && flags & tcp_flags::ACK != 0;
+                if !opening && !pickup {
                     let detail = format!("TCP {} for no known connection", flag_names(flags));
                     return self.drop(cx, DropReason::NoConnection, None, Some(m), detail);
                 }
@@ -624,6 +629,9 @@ impl Engine {
             return self.drop(cx, DropReason::Limit, None, Some(m), detail);
         }
 
+        if pickup {
+            return self.pickup(cx, ingress, frame, m);
+        }
         if m.proto == PROTO_TCP {
             let now = self.now;
             let taken = self.pinholes.remove_if(&(m.dst, m.dport), |_, p| p.peer == m.src && p.expires > now);
@@ -780,16 +788,7 @@ impl Engine {
         if ftp_control {
             let conn = self.table.get(id).expect("just inserted");
             let sess = FtpSession::new(id, conn, client_isn);
-            let ai = match self.ftp_free.pop() {
-                Some(i) => {
-                    self.ftp[i as usize] = Some(sess);
-                    i
-                }
-                None => {
-                    self.ftp.push(Some(sess));
-                    (self.ftp.len() - 1) as u32
-                }
-            };
+            let ai = self.add_session(sess);
             self.table.get_mut(id).expect("just inserted").alg = Some(ai);
         }
         let conn = self.table.get(id).expect("just inserted");
@@ -833,6 +832,76 @@ impl Engine {
         }
         let _ = ingress;
         self.create_conn(cx, ingress, hop.iface, hop.next_hop, frame, m, src, dst, Some(pin.control))
+    }
+
+    /// `policy.pickup`: a TCP segment of a connection already under way.
+    /// It is admitted as established if the rules allow the connection it
+    /// belongs to, oriented so that the side on an FTP control port is the
+    /// server. No NAT: a mapping the gateway never made cannot be guessed.
+    fn pickup<S: Sink>(&mut self, cx: &mut Cx<'_, S>, ingress: IfIndex, frame: &mut Vec<u8>, m: &mut Meta) -> Verdict {
+        let Some(hop) = self.routes.lookup(m.dst) else {
+            let detail = format!("no route to {}", m.dst);
+            return self.drop(cx, DropReason::NoRoute, None, Some(m), detail);
+        };
+        let cp = &self.config.ftp.control_ports;
+        let from_server = cp.contains(&m.sport) && !cp.contains(&m.dport);
+        let (client_side, server_side) = if from_server { (hop.iface, ingress) } else { (ingress, hop.iface) };
+        let arrival = tuple_of(m);
+        let orig = if from_server { arrival.reversed() } else { arrival };
+        let flow = Flow { from: client_side, to: server_side, src: orig.src, dst: orig.dst, proto: PROTO_TCP, dport: orig.dport };
+        let decision = policy::evaluate(&self.config.policy, &flow);
+        if decision.action == crate::config::Action::Deny {
+            let rule = decision.rule.map(|i| self.config.policy.rules[i].name.clone());
+            let detail = "connection under way (picked up), not allowed by the rules".to_string();
+            return self.drop(cx, DropReason::Policy, rule, Some(m), detail);
+        }
+        let now = self.now;
+        let conn = Conn {
+            orig,
+            reply: orig.reversed(),
+            state: State::Established,
+            expires: now.saturating_add(self.config.timeouts.tcp_established),
+            ifaces: [client_side, server_side],
+            macs: [[0; 6]; 2],
+            tcp: [TcpDir::default(); 2],
+            alg: None,
+            parent: None,
+            ended: false,
+        };
+        let ifname = |i: IfIndex| self.config.interfaces[i].name.clone();
+        cx.event(
+            now,
+            EventKind::ConnectionNew {
+                protocol: "tcp",
+                src: Endpoint::from((orig.src, orig.sport)),
+                dst: Endpoint::from((orig.dst, orig.dport)),
+                from: ifname(client_side),
+                to: ifname(server_side),
+            },
+        );
+        self.stats.connections_new += 1;
+        let ftp = cp.contains(&orig.dport);
+        let id = self.table.insert(conn);
+        if ftp {
+            let sess = FtpSession::picked_up(id, self.table.get(id).expect("just inserted"));
+            let ai = self.add_session(sess);
+            self.table.get_mut(id).expect("just inserted").alg = Some(ai);
+        }
+        let dir = if from_server { Dir::Reply } else { Dir::Orig };
+        self.existing(cx, ingress, id, dir, frame, m)
+    }
+
+    fn add_session(&mut self, sess: FtpSession) -> u32 {
+        match self.ftp_free.pop() {
+            Some(i) => {
+                self.ftp[i as usize] = Some(sess);
+                i
+            }
+            None => {
+                self.ftp.push(Some(sess));
+                (self.ftp.len() - 1) as u32
+            }
+        }
     }
 
     fn session_of(&mut self, control: ConnId) -> Option<&mut FtpSession> {

@@ -100,7 +100,7 @@ mod tests {
         ftp.source = vec!["192.0.2.0/24".parse().unwrap()];
         let mut deny_all_tcp = rule("no-tcp", Action::Deny);
         deny_all_tcp.protocol = Protocol::Tcp;
-        let p = Policy { default: Action::Allow, rules: vec![ftp, deny_all_tcp] };
+        let p = Policy { default: Action::Allow, rules: vec![ftp, deny_all_tcp], pickup: false };
         assert_eq!(evaluate(&p, &flow(21, PROTO_TCP)), Decision { action: Action::Allow, rule: Some(0) });
         assert_eq!(evaluate(&p, &flow(8050, PROTO_TCP)).rule, Some(0));
         assert_eq!(evaluate(&p, &flow(22, PROTO_TCP)), Decision { action: Action::Deny, rule: Some(1) });
@@ -111,16 +111,16 @@ mod tests {
     fn interface_source_and_port_rules_exclude() {
         let mut r = rule("in-only", Action::Allow);
         r.from = Some(1);
-        let p = Policy { default: Action::Deny, rules: vec![r] };
+        let p = Policy { default: Action::Deny, rules: vec![r], pickup: false };
         assert_eq!(evaluate(&p, &flow(21, PROTO_TCP)).action, Action::Deny);
 
         let mut r = rule("ports", Action::Allow);
         r.ports = vec![(21, 21)];
-        let p = Policy { default: Action::Deny, rules: vec![r] };
+        let p = Policy { default: Action::Deny, rules: vec![r], pickup: false };
         assert_eq!(evaluate(&p, &flow(0, PROTO_ICMP)).action, Action::Deny, "port rules never match ICMP");
         let mut r = rule("src", Action::Allow);
         r.source = vec!["203.0.113.0/24".parse().unwrap()];
-        let p = Policy { default: Action::Deny, rules: vec![r] };
+        let p = Policy { default: Action::Deny, rules: vec![r], pickup: false };
         assert_eq!(evaluate(&p, &flow(21, PROTO_TCP)).action, Action::Deny);
     }
 }

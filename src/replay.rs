@@ -570,7 +570,7 @@ mod tests {
                 deny_commands: vec![],
                 on_violation: OnViolation::Reset,
             },
-            policy: Policy { default: Action::Allow, rules: vec![] },
+            policy: Policy { default: Action::Allow, rules: vec![], pickup: false },
             limits: Limits { max_connections: 1000, max_connections_per_source: 100 },
             timeouts: Timeouts {
                 tcp_established: Duration::from_secs(432_000),

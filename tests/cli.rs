@@ -353,7 +353,7 @@ fn config_in_code() -> ftpgate::config::Config {
             deny_commands: vec![],
             on_violation: OnViolation::Reset,
         },
-        policy: Policy { default: Action::Allow, rules: vec![] },
+        policy: Policy { default: Action::Allow, rules: vec![], pickup: false },
         limits: Limits { max_connections: 100_000, max_connections_per_source: 10_000 },
         timeouts: Timeouts {
             tcp_established: Duration::from_secs(432_000),

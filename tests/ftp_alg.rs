@@ -364,3 +364,54 @@ fn pass_is_masked_in_the_log() {
     assert_eq!(cmds[1]["line"], "PASS ****");
     assert!(!serde_json::to_string(&sim.s.events_json()).unwrap().contains("hunter2"));
 }
+
+#[test]
+fn a_session_picked_up_mid_stream_resynchronises_at_a_line_boundary() {
+    let mut cfg = lab_config(false);
+    cfg.policy.pickup = true;
+    let mut e = ftpgate::engine::Engine::new(cfg, 1);
+    let mut s = Collect::default();
+    let c = |seq: u32, payload: &'static [u8]| {
+        tcp(CLIENT_MAC, GW_IN_MAC, Tcp { src: ("192.0.2.10", 40000), dst: ("198.51.100.20", 21), seq, ack: 7000, flags: "PA", payload })
+    };
+    // The capture starts inside a PORT line: its tail must not count.
+    let (v, _) = feed(&mut e, &mut s, 1, INSIDE, c(5000, b"RT 192,0,2,10,1,2\r\nPORT 192,0,2,10,100,4\r\n"));
+    assert_eq!(v, Verdict::Forward(OUTSIDE));
+    let pins = s.of_kind("pinhole_open");
+    assert_eq!(pins.len(), 1, "only the complete line after the boundary");
+    assert_eq!(pins[0]["port"], 100 * 256 + 4);
+    assert_eq!(s.of_kind("connection_new")[0]["dst"], "198.51.100.20:21");
+    // The server's side, first seen now, also starts unsynchronised.
+    let srv = |seq: u32, payload: &'static [u8]| {
+        tcp(SERVER_MAC, GW_OUT_MAC, Tcp { src: ("198.51.100.20", 21), dst: ("192.0.2.10", 40000), seq, ack: 5041, flags: "PA", payload })
+    };
+    let (v, _) = feed(&mut e, &mut s, 2, OUTSIDE, srv(7000, b"200 PORT ok\r\n"));
+    assert_eq!(v, Verdict::Forward(INSIDE));
+
+    // Without pickup the same segment is a reply to nothing.
+    let mut e = ftpgate::engine::Engine::new(lab_config(false), 1);
+    let (v, _) = feed(&mut e, &mut s, 3, INSIDE, c(5000, b"PORT 192,0,2,10,100,4\r\n"));
+    assert_eq!(v, Verdict::Drop(DropReason::NoConnection));
+}
+
+#[test]
+fn pickup_orients_the_session_from_the_control_port() {
+    let mut cfg = lab_config(false);
+    cfg.policy.pickup = true;
+    let mut e = ftpgate::engine::Engine::new(cfg, 1);
+    let mut s = Collect::default();
+    // First seen: the server's reply (outside → inside, which the rules would not allow as a new connection).
+    let (v, _) = feed(&mut e, &mut s, 1, OUTSIDE, tcp(SERVER_MAC, GW_OUT_MAC, Tcp {
+        src: ("198.51.100.20", 21), dst: ("192.0.2.10", 40000), seq: 7000, ack: 5000, flags: "PA", payload: b"230 ok\r\n" }));
+    assert_eq!(v, Verdict::Forward(INSIDE), "judged as the client's connection to port 21");
+    assert_eq!(s.of_kind("connection_new")[0]["src"], "192.0.2.10:40000");
+    let (v, _) = feed(&mut e, &mut s, 2, INSIDE, tcp(CLIENT_MAC, GW_IN_MAC, Tcp {
+        src: ("192.0.2.10", 40000), dst: ("198.51.100.20", 21), seq: 5000, ack: 7008, flags: "PA", payload: b"NOOP\r\nPASV\r\n" }));
+    assert_eq!(v, Verdict::Forward(OUTSIDE));
+    feed(&mut e, &mut s, 3, OUTSIDE, tcp(SERVER_MAC, GW_OUT_MAC, Tcp {
+        src: ("198.51.100.20", 21), dst: ("192.0.2.10", 40000), seq: 7008, ack: 5012, flags: "PA",
+        payload: b"200 ok\r\n227 Entering Passive Mode (198,51,100,20,100,1)\r\n" }));
+    let pins = s.of_kind("pinhole_open");
+    assert_eq!(pins.len(), 1);
+    assert_eq!(pins[0]["peer"], "192.0.2.10");
+}

@@ -959,7 +959,7 @@ fn ftp(cx: &mut Ctx, node: Option<&SNode>) -> Ftp {
 
 // ------------------------------------------------------------------ policy
 
-const POLICY_KEYS: &[&str] = &["default", "rules"];
+const POLICY_KEYS: &[&str] = &["default", "rules", "pickup"];
 const RULE_KEYS: &[&str] = &[
     "name",
     "action",
@@ -975,6 +975,7 @@ fn policy(cx: &mut Ctx, node: Option<&SNode>, ifaces: &Ifaces) -> Policy {
     let mut out = Policy {
         default: Action::Deny,
         rules: Vec::new(),
+        pickup: false,
     };
     let Some(node) = node else { return out };
     let Some(f) = fields(cx, node, "policy", "policy", POLICY_KEYS) else {
@@ -983,6 +984,11 @@ fn policy(cx: &mut Ctx, node: Option<&SNode>, ifaces: &Ifaces) -> Policy {
     if let Some(n) = f.get("default") {
         if let Some(a) = choice(cx, n, &f.path("default"), "default", ALLOW_DENY) {
             out.default = a;
+        }
+    }
+    if let Some(n) = f.get("pickup") {
+        if let Some(b) = boolean(cx, n, &f.path("pickup"), "pickup") {
+            out.pickup = b;
         }
     }
     let Some(n) = f.get("rules") else { return out };

@@ -135,6 +135,9 @@ pub struct Ftp {
 pub struct Policy {
     pub default: Action,
     pub rules: Vec<Rule>,
+    /// Extension: a TCP connection already under way (no SYN seen) may be
+    /// admitted, subject to the rules, as Linux's nf_conntrack_tcp_loose=1.
+    pub pickup: bool,
 }
 
 #[derive(Clone, Debug, PartialEq)]

@@ -134,6 +134,17 @@ impl Half {
         }
     }
 
+    /// A direction picked up mid-stream at `seq`: nothing before it is known,
+    /// so parsing starts after the next LF (a confirmed line boundary).
+    fn resync(seq: u32) -> Half {
+        let isn = seq.wrapping_sub(1);
+        let mut h = Half::new(isn);
+        let mut lost = Vec::new();
+        h.stream.skip_to(seq, &mut lost);
+        h.released = h.stream.next_offset();
+        h
+    }
+
     fn shifted(&self) -> bool {
         self.base_delta != 0 || !self.rewrites.is_empty()
     }
@@ -231,6 +242,8 @@ pub struct FtpSession {
     pending: VecDeque<Pending>,
     pub encrypted: bool,
     epsv_all: bool,
+    /// Picked up mid-session: each direction starts at its first segment seen.
+    resync: bool,
     /// Open pinholes of this session, oldest first.
     pub pinholes: VecDeque<PinholeKey>,
 }
@@ -280,8 +293,18 @@ impl FtpSession {
             pending: VecDeque::new(),
             encrypted: false,
             epsv_all: false,
+            resync: false,
             pinholes: VecDeque::new(),
         }
+    }
+
+    /// A control connection already under way when the gateway first saw it
+    /// (`policy.pickup`): no line is trusted before a line boundary is seen.
+    pub fn picked_up(control: ConnId, conn: &Conn) -> FtpSession {
+        let mut s = FtpSession::new(control, conn, 0);
+        s.halves = [None, None];
+        s.resync = true;
+        s
     }
 
     /// The server's SYN-ACK fixes its initial sequence number.
@@ -331,6 +354,9 @@ impl FtpSession {
             if a != seg.ack {
                 edit.ack = Some(a);
             }
+        }
+        if self.halves[dir.idx()].is_none() && self.resync && seg.flags & tcp_flags::SYN == 0 {
+            self.halves[dir.idx()] = Some(Half::resync(seg.seq));
         }
         let Some(half) = self.halves[dir.idx()].as_ref() else {
             // Data before the handshake completed: nothing to follow yet.
@@ -621,6 +647,20 @@ impl FtpSession {
         }
         if rl.code < 200 {
             return None; // preliminary: the command is still pending
+        }
+        if self.resync {
+            // Picked up mid-session: replies to commands sent before the gateway
+            // started may still be arriving. One that cannot answer the oldest
+            // command seen belongs to one of those.
+            let plausible = match self.pending.front() {
+                Some(Pending::Pasv) => rl.code == 227 || rl.code >= 400,
+                Some(Pending::Epsv) => rl.code == 229 || rl.code >= 400,
+                Some(Pending::Active(_)) => (200..300).contains(&rl.code) || rl.code >= 400,
+                _ => true,
+            };
+            if !plausible {
+                return None;
+            }
         }
         let pending = self.pending.pop_front()?; // unsolicited replies (the greeting) change nothing
         match (pending, rl.code) {

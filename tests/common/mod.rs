@@ -66,6 +66,7 @@ pub fn lab_config(masquerade: bool) -> Config {
             on_violation: OnViolation::Reset,
         },
         policy: Policy {
+            pickup: false,
             default: Action::Deny,
             rules: vec![Rule {
                 name: "inside-out".into(),
