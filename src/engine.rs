@@ -429,7 +429,39 @@ impl Engine {
         let conn = self.table.get(id).expect("checked above");
         let (egress, next_mac) = (conn.egress(dir), conn.macs[dir.idx()]);
         apply_translation(frame, m, conn, dir);
-        self.emit(cx, frame, m, egress, next_mac)
+        let v = self.emit(cx, frame, m, egress, next_mac);
+        if alg_idx.is_some() && v == Verdict::Forward(egress) {
+            self.split_for_mtu(cx, frame, m, egress);
+        }
+        v
+    }
+
+    /// A rewritten control segment (a longer line, or held bytes joining the
+    /// next segment) may no longer fit the egress MTU: send its first part
+    /// as a segment of its own and leave the rest in `frame`.
+    fn split_for_mtu<S: Sink>(&mut self, cx: &mut Cx<'_, S>, frame: &mut Vec<u8>, m: &mut Meta, egress: IfIndex) {
+        let mtu = self.config.interfaces[egress].mtu as usize;
+        let Some(t) = m.tcp else { return };
+        if m.ip_len <= mtu {
+            return;
+        }
+        let headers = t.payload - m.l3;
+        let room = mtu.saturating_sub(headers);
+        if room == 0 || t.payload_len <= room {
+            return;
+        }
+        let mut first = frame.clone();
+        let mut fm = *m;
+        setters::replace_tcp_payload(&mut first, &mut fm, room, t.payload_len, b"");
+        if fm.tcp.is_some_and(|ft| ft.flags & tcp_flags::FIN != 0) {
+            // The FIN belongs after the last byte: only the second part carries it.
+            first[fm.l4 + 13] &= !tcp_flags::FIN;
+            let sum = crate::wire::checksum::transport(fm.src, fm.dst, PROTO_TCP, &first[fm.l4..fm.l4 + fm.l4_len], 16);
+            first[fm.l4 + 16..fm.l4 + 18].copy_from_slice(&sum.to_be_bytes());
+        }
+        cx.transmit(egress, &first);
+        setters::replace_tcp_payload(frame, m, 0, room, b"");
+        setters::set_tcp_seq(frame, m, t.seq.wrapping_add(room as u32));
     }
 
     /// The FTP ALG's look at a control-connection segment: it may rewrite the

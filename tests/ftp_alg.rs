@@ -415,3 +415,24 @@ fn pickup_orients_the_session_from_the_control_port() {
     assert_eq!(pins.len(), 1);
     assert_eq!(pins[0]["peer"], "192.0.2.10");
 }
+
+#[test]
+fn a_grown_segment_is_split_to_fit_the_egress_mtu() {
+    let mut cfg = lab_config(true);
+    cfg.interfaces[OUTSIDE].mtu = 60; // 20 bytes of TCP payload per segment
+    cfg.nat.ports = ftpgate::config::PortMode::Preserve;
+    let mut sim = FtpSim::masq(cfg);
+    sim.greet();
+    let before = sim.server_rcv;
+    let (v, rest) = sim.raw_client("PA", sim.c_seq, sim.client_rcv, b"PORT 192,0,2,10,100,1\r\n");
+    assert_eq!(v, Verdict::Forward(OUTSIDE));
+    let (iface, first) = sim.s.frames.last().cloned().unwrap();
+    assert_eq!(iface, OUTSIDE);
+    let (a, b) = (decode_verified(&first), decode_verified(&rest));
+    assert!(first.len() - 14 <= 60 && rest.len() - 14 <= 60, "both fit the MTU");
+    assert_eq!(a.seq, before);
+    assert_eq!(b.seq, before.wrapping_add(a.payload.len() as u32));
+    let mut line = a.payload.clone();
+    line.extend_from_slice(&b.payload);
+    assert_eq!(line, b"PORT 198,51,100,1,100,1\r\n");
+}
