@@ -1,0 +1,216 @@
+//! The FTP ALG as users see it: short crafted captures (pcapng, interface
+//! blocks named like the lab's devices) replayed through the real
+//! `ftpgate replay`, with the event log and the output pcapng read back.
+//!
+//! Most configurations keep NAT ports (`ports: preserve`) so a capture can
+//! name the translated ports in advance; the first test instead uses
+//! rules/lab-masquerade.yaml as shipped (random ports) and learns the
+//! gateway's choices from earlier replays of the same capture prefix, which
+//! the fixed default seed makes reproducible.
+
+mod common;
+use common::*;
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::time::Duration;
+
+fn rules_path(name: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("rules").join(name)
+}
+
+fn replay_with_rules(cap: &Capture, name: &str) -> Replayed {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.pcapng");
+    cap.write_pcapng(&input);
+    replay_file(&input, Some(&rules_path(name)))
+}
+
+/// (address, port) of a PORT line or of the `(h1,...,p2)` inside a 227 line.
+fn port_args(line: &[u8]) -> (Ipv4Addr, u16) {
+    let s = std::str::from_utf8(line).unwrap().trim_end();
+    let args = match (s.find('('), s.find(')')) {
+        (Some(a), Some(b)) => &s[a + 1..b],
+        _ => s.split_once(' ').unwrap().1,
+    };
+    let n: Vec<u16> = args.split(',').map(|x| x.trim().parse().unwrap()).collect();
+    (Ipv4Addr::new(n[0] as u8, n[1] as u8, n[2] as u8, n[3] as u8), n[4] * 256 + n[5])
+}
+
+fn a(s: &str) -> IpAddr {
+    ip(s)
+}
+
+/// The control connection's bytes as its server received them.
+fn to_server(r: &Replayed, f: &Flow) -> Vec<u8> {
+    let dev = DEVICES[f.server_if as usize];
+    r.stream(dev, f.client_seen, f.server)
+}
+
+/// The control connection's bytes as its client received them.
+fn to_client(r: &Replayed, f: &Flow) -> Vec<u8> {
+    let dev = DEVICES[f.client_if as usize];
+    r.stream(dev, f.server_pub, f.client)
+}
+
+/// Output frames (decoded) that left on `dev` from `src` to `dst`.
+fn frames_between(r: &Replayed, dev: &str, src: (IpAddr, u16), dst: (IpAddr, u16)) -> Vec<Seen> {
+    r.sent_on(dev).into_iter().filter(|s| (s.src, s.sport) == src && (s.dst, s.dport) == dst).collect()
+}
+
+fn no_pinholes(r: &Replayed) {
+    assert!(r.of_kind("pinhole_open").is_empty(), "no pinhole expected: {:?}", r.of_kind("pinhole_open"));
+}
+
+fn kinds_at(r: &Replayed, packet: u64) -> Vec<String> {
+    r.at_packet(packet).iter().map(|e| e["event"].as_str().unwrap().to_string()).collect()
+}
+
+// ---------------------------------------------------------------------------
+// Active mode through masquerade, with the shipped lab configuration.
+// ---------------------------------------------------------------------------
+
+struct Learned {
+    /// The control connection's source port after masquerade.
+    ctl_port: u16,
+    /// The PORT line as the server receives it.
+    port_line: Vec<u8>,
+}
+
+const PORT_LINE: &[u8] = b"PORT 192,0,2,10,156,65\r\n";
+
+/// The whole session, written with what the gateway is believed to choose.
+fn active_capture(l: &Learned) -> (Capture, Flow, [u64; 5]) {
+    let mut cap = Capture::new();
+    let mut f = Flow::new(("192.0.2.10", 40000), ("198.51.100.20", 21), ("198.51.100.20", 21), ("198.51.100.1", l.ctl_port), IF_IN);
+    f.handshake(&mut cap);
+    f.s(&mut cap, b"220 ready\r\n");
+    f.c(&mut cap, b"USER anonymous\r\n");
+    f.s(&mut cap, b"230 ok\r\n");
+    let port_pkt = f.c_as(&mut cap, PORT_LINE, &l.port_line);
+    f.s(&mut cap, b"200 PORT command successful\r\n");
+    f.c(&mut cap, b"RETR file\r\n");
+    let q = if l.port_line.starts_with(b"PORT 198") { port_args(&l.port_line).1 } else { 1 };
+    let pub_q = ("198.51.100.1", q);
+    // A stranger tries the pinhole first, then the server connects from port 20.
+    let stranger = syn(&mut cap, IF_OUT, ("203.0.113.66", 20), pub_q);
+    let data = syn(&mut cap, IF_OUT, ("198.51.100.20", 20), pub_q);
+    // The client answers the data SYN.
+    let t = tcp(CLIENT_MAC, GW_IN_MAC, Tcp { src: ("192.0.2.10", 40001), dst: ("198.51.100.20", 20), seq: 500, ack: 8, flags: "SA", payload: b"" });
+    let synack = cap.push(IF_IN, t);
+    // The pinhole was one-shot: the server's second try, from another port, is refused.
+    let again = syn(&mut cap, IF_OUT, ("198.51.100.20", 21000), pub_q);
+    (cap, f, [port_pkt, stranger, data, synack, again])
+}
+
+#[test]
+fn active_port_through_the_shipped_masquerade_rules() {
+    // Learn the gateway's choices from replays of the same capture (same seed, same prefix).
+    let mut l = Learned { ctl_port: 40000, port_line: PORT_LINE.to_vec() };
+    for _ in 0..3 {
+        let (cap, _, _) = active_capture(&l);
+        let r = replay_with_rules(&cap, "lab-masquerade.yaml");
+        let first_out = &r.sent_on("veth-gw-out")[0];
+        assert_eq!((first_out.src, first_out.dst), (a("198.51.100.1"), a("198.51.100.20")), "the SYN left masqueraded");
+        l.ctl_port = first_out.sport;
+        if let Some(rw) = r.of_kind("alg_rewrite").first() {
+            l.port_line = format!("{}\r\n", rw["after"].as_str().unwrap()).into_bytes();
+        }
+    }
+    let (cap, f, [port_pkt, stranger, data, synack, again]) = active_capture(&l);
+    let r = replay_with_rules(&cap, "lab-masquerade.yaml");
+    r.assert_sane();
+
+    // The PORT left with the public address and a port the gateway chose.
+    let rw = r.of_kind("alg_rewrite");
+    assert_eq!(rw.len(), 1);
+    assert_eq!(rw[0]["before"], "PORT 192,0,2,10,156,65");
+    assert_eq!(rw[0]["packet"], port_pkt);
+    let (addr, q) = port_args(&l.port_line);
+    assert_eq!(addr, Ipv4Addr::new(198, 51, 100, 1));
+    assert_eq!(rw[0]["delta"], l.port_line.len() as i64 - PORT_LINE.len() as i64);
+    let mut want = b"USER anonymous\r\n".to_vec();
+    want.extend_from_slice(&l.port_line);
+    want.extend_from_slice(b"RETR file\r\n");
+    assert_eq!(to_server(&r, &f), want, "the server's stream");
+    assert_eq!(to_client(&r, &f), b"220 ready\r\n230 ok\r\n200 PORT command successful\r\n");
+    // The server's acknowledgement of the rewritten line arrives in the client's own numbers.
+    let acks: Vec<u32> = frames_between(&r, "veth-gw-in", f.server_pub, f.client).iter().map(|s| s.ack).collect();
+    assert_eq!(*acks.last().unwrap(), C_ISN.wrapping_add(1 + 16 + PORT_LINE.len() as u32));
+
+    let pins = r.of_kind("pinhole_open");
+    assert_eq!(pins.len(), 1);
+    assert_eq!(pins[0]["peer"], "198.51.100.20");
+    assert_eq!(pins[0]["address"], "198.51.100.1");
+    assert_eq!(pins[0]["port"], q);
+    assert_eq!(pins[0]["packet"], port_pkt);
+
+    // The stranger is refused by policy; the server's SYN goes to the client's announced port.
+    let d = r.drops("policy");
+    assert_eq!(d.iter().map(|e| e["packet"].as_u64().unwrap()).collect::<Vec<_>>(), [stranger, again]);
+    assert_eq!(d[0]["src"], "203.0.113.66:20");
+    assert!(kinds_at(&r, data).contains(&"pinhole_use".to_string()), "{:?}", r.at_packet(data));
+    let use_ = &r.of_kind("pinhole_use")[0];
+    assert_eq!((use_["address"].as_str(), use_["port"].as_u64()), (Some("198.51.100.1"), Some(q as u64)));
+    let inb = frames_between(&r, "veth-gw-in", (a("198.51.100.20"), 20), (a("192.0.2.10"), 40001));
+    assert_eq!(inb.len(), 1, "the data SYN reached the client, translated");
+    let outb = frames_between(&r, "veth-gw-out", (a("198.51.100.1"), q), (a("198.51.100.20"), 20));
+    assert_eq!(outb.len(), 1, "the client's SYN-ACK left as the announced public port");
+    assert!(r.at_packet(synack).iter().all(|e| e["event"] != "drop"));
+    assert_eq!(r.frame_counts(), (cap.recs.len() as u64, cap.recs.len() as u64 - 2, 2, 0));
+}
+
+// ---------------------------------------------------------------------------
+// Passive modes to the published server, with the shipped published rules.
+// ---------------------------------------------------------------------------
+
+#[test]
+fn passive_227_and_229_to_the_published_server() {
+    let cfg = rules_yaml_preserve("lab-published.yaml");
+    let mut cap = Capture::new();
+    let mut f = Flow::published(50000);
+    f.handshake(&mut cap);
+    f.s(&mut cap, b"220 ready\r\n");
+    f.c(&mut cap, b"PASV\r\n");
+    let p227 = f.s_as(
+        &mut cap,
+        b"227 Entering Passive Mode (192,0,2,20,195,90).\r\n",
+        b"227 Entering Passive Mode (198,51,100,1,195,90).\r\n",
+    );
+    let stranger = syn(&mut cap, IF_OUT, ("198.51.100.66", 40000), ("198.51.100.1", 50010));
+    let data = syn(&mut cap, IF_OUT, ("198.51.100.10", 50001), ("198.51.100.1", 50010));
+    f.c(&mut cap, b"EPSV\r\n");
+    let p229 = f.s(&mut cap, b"229 Entering Extended Passive Mode (|||50020|)\r\n");
+    let data2 = syn(&mut cap, IF_OUT, ("198.51.100.10", 50002), ("198.51.100.1", 50020));
+    f.c(&mut cap, b"QUIT\r\n");
+    let r = replay_capture(&cap, Some(&cfg));
+    r.assert_sane();
+
+    assert_eq!(
+        to_client(&r, &f),
+        b"220 ready\r\n227 Entering Passive Mode (198,51,100,1,195,90).\r\n229 Entering Extended Passive Mode (|||50020|)\r\n"
+    );
+    assert_eq!(to_server(&r, &f), b"PASV\r\nEPSV\r\nQUIT\r\n");
+    let rw = r.of_kind("alg_rewrite");
+    assert_eq!(rw.len(), 1, "the 229 names no address and keeps its port: {rw:?}");
+    assert_eq!(rw[0]["packet"], p227);
+    assert_eq!(rw[0]["delta"], 2);
+    let pins = r.of_kind("pinhole_open");
+    assert_eq!(pins.len(), 2);
+    for (p, port, pkt) in [(&pins[0], 50010, p227), (&pins[1], 50020, p229)] {
+        assert_eq!(p["peer"], "198.51.100.10");
+        assert_eq!(p["address"], "198.51.100.1");
+        assert_eq!(p["port"], port);
+        assert_eq!(p["packet"], pkt);
+    }
+    assert!(r.at_packet(stranger).iter().any(|e| e["event"] == "drop"), "{:?}", r.at_packet(stranger));
+    // The client's data connections land on the server's real address and port.
+    for (pkt, sport, port) in [(data, 50001, 50010), (data2, 50002, 50020)] {
+        assert!(kinds_at(&r, pkt).contains(&"pinhole_use".to_string()));
+        let got = frames_between(&r, "veth-gw-in", (a("198.51.100.10"), sport), (a("192.0.2.20"), port));
+        assert_eq!(got.len(), 1, "data SYN {pkt} forwarded to the inside server");
+    }
+    // The client's acknowledgement of the grown 227 reaches the server in its own numbers.
+    let acks: Vec<u32> = frames_between(&r, "veth-gw-in", f.client_seen, f.server).iter().map(|s| s.ack).collect();
+    let sent = 11 + b"227 Entering Passive Mode (192,0,2,20,195,90).\r\n".len() + b"229 Entering Extended Passive Mode (|||50020|)\r\n".len();
+    assert_eq!(*acks.last().unwrap(), S_ISN.wrapping_add(1 + sent as u32));
+}
