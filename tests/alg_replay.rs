@@ -214,3 +214,236 @@ fn passive_227_and_229_to_the_published_server() {
     let sent = 11 + b"227 Entering Passive Mode (192,0,2,20,195,90).\r\n".len() + b"229 Entering Extended Passive Mode (|||50020|)\r\n".len();
     assert_eq!(*acks.last().unwrap(), S_ISN.wrapping_add(1 + sent as u32));
 }
+
+// ---------------------------------------------------------------------------
+// IPv6, bounce, splits, ordering, FTPS.
+// ---------------------------------------------------------------------------
+
+#[test]
+fn eprt_over_ipv6_without_nat_opens_a_pinhole_and_rewrites_nothing() {
+    let mut cap = Capture::new();
+    let mut f = Flow::new(("2001:db8:1::10", 40000), ("2001:db8:2::20", 21), ("2001:db8:2::20", 21), ("2001:db8:1::10", 40000), IF_IN);
+    f.handshake(&mut cap);
+    f.s(&mut cap, b"220 ready\r\n");
+    let eprt = f.c(&mut cap, b"EPRT |2|2001:db8:1::10|5282|\r\n");
+    f.s(&mut cap, b"200 EPRT ok\r\n");
+    let stranger = syn(&mut cap, IF_OUT, ("2001:db8:2::66", 20), ("2001:db8:1::10", 5282));
+    let data = syn(&mut cap, IF_OUT, ("2001:db8:2::20", 20), ("2001:db8:1::10", 5282));
+    let r = replay_capture(&cap, Some(&lab_yaml_rules(false, "", "{name: ftp-out, action: allow, from: inside, to: outside, protocol: tcp, ports: [21]}")));
+    r.assert_sane();
+    assert!(r.of_kind("alg_rewrite").is_empty());
+    assert_eq!(to_server(&r, &f), b"EPRT |2|2001:db8:1::10|5282|\r\n");
+    let pins = r.of_kind("pinhole_open");
+    assert_eq!(pins.len(), 1);
+    assert_eq!((pins[0]["peer"].as_str(), pins[0]["address"].as_str(), pins[0]["port"].as_u64()), (Some("2001:db8:2::20"), Some("2001:db8:1::10"), Some(5282)));
+    assert_eq!(pins[0]["packet"], eprt);
+    assert_eq!(r.drops("policy").len(), 1);
+    assert_eq!(r.drops("policy")[0]["packet"], stranger);
+    assert!(kinds_at(&r, data).contains(&"pinhole_use".to_string()));
+    assert_eq!(frames_between(&r, "veth-gw-in", (a("2001:db8:2::20"), 20), (a("2001:db8:1::10"), 5282)).len(), 1);
+}
+
+#[test]
+fn bounce_resets_both_ends_with_rsts_on_the_right_interfaces() {
+    let mut cap = Capture::new();
+    let mut f = Flow::masq(40000);
+    f.handshake(&mut cap);
+    f.s(&mut cap, b"220 ready\r\n");
+    f.c(&mut cap, b"USER a\r\n");
+    let bounce = f.c_as(&mut cap, b"PORT 203,0,113,9,0,80\r\n", b"");
+    let later = f.c_as(&mut cap, b"LIST\r\n", b"");
+    let r = replay_capture(&cap, Some(&lab_yaml(true, "")));
+    r.assert_sane();
+    no_pinholes(&r);
+    let d = r.drops("bounce");
+    assert!(d.iter().any(|e| e["packet"] == bounce), "{d:?}");
+    let reset = r.of_kind("reset");
+    assert_eq!(reset.len(), 1);
+    assert_eq!(reset[0]["reason"], "bounce");
+    assert_eq!(reset[0]["packet"], bounce);
+    assert_eq!(reset[0]["session"], "192.0.2.10:40000→198.51.100.20:21");
+    assert!(r.at_packet(later).iter().any(|e| e["event"] == "drop"), "nothing more passes: {:?}", r.at_packet(later));
+    assert_eq!(to_server(&r, &f), b"USER a\r\n", "the server never saw the PORT");
+
+    let rsts: Vec<&OutFrame> = r.out.iter().filter(|o| tcp_flags_of(&o.frame).contains('R')).collect();
+    assert_eq!(rsts.len(), 2, "one RST per end");
+    let to_cli = rsts.iter().find(|o| o.iface == "veth-gw-in").expect("RST toward the client on the inside");
+    let to_srv = rsts.iter().find(|o| o.iface == "veth-gw-out").expect("RST toward the server on the outside");
+    let (c, s) = (decode_verified(&to_cli.frame), decode_verified(&to_srv.frame));
+    assert_eq!(((c.src, c.sport), (c.dst, c.dport)), (f.server_pub, f.client));
+    assert_eq!(c.seq, f.cli_rcv, "in the client's window: exactly what it expects next");
+    assert_eq!(((s.src, s.sport), (s.dst, s.dport)), (f.client_seen, f.server));
+    assert_eq!(s.seq, C_ISN.wrapping_add(1 + 8), "in the server's window");
+    assert_eq!(r.frame_counts().3, 2, "two gateway-generated frames");
+}
+
+#[test]
+fn a_port_split_over_three_segments_is_held_then_rewritten_whole() {
+    let mut cap = Capture::new();
+    let mut f = Flow::masq(40000);
+    f.handshake(&mut cap);
+    f.s(&mut cap, b"220 ready\r\n");
+    let p1 = f.c_as(&mut cap, b"PORT 192,0,", b"");
+    let p2 = f.c_as(&mut cap, b"2,10,4,", b"");
+    let p3 = f.c_as(&mut cap, b"1\r\n", b"PORT 198,51,100,1,4,1\r\n");
+    f.s(&mut cap, b"200 ok\r\n");
+    f.c(&mut cap, b"LIST\r\n");
+    let data = syn(&mut cap, IF_OUT, ("198.51.100.20", 20), ("198.51.100.1", 1025));
+    let r = replay_capture(&cap, Some(&lab_yaml(true, "")));
+    r.assert_sane();
+    assert_eq!(r.consumed(), 2, "the two partial segments are held");
+    assert!(r.at_packet(p1).is_empty() && r.at_packet(p2).is_empty());
+    assert_eq!(to_server(&r, &f), b"PORT 198,51,100,1,4,1\r\nLIST\r\n");
+    // The rewritten line goes out in one segment at the server's next sequence number.
+    let segs = frames_between(&r, "veth-gw-out", f.client_seen, f.server);
+    let port_seg = segs.iter().find(|s| s.payload.starts_with(b"PORT")).unwrap();
+    assert_eq!(port_seg.payload, b"PORT 198,51,100,1,4,1\r\n");
+    assert_eq!(port_seg.seq, C_ISN.wrapping_add(1));
+    let k = kinds_at(&r, p3);
+    assert!(k.contains(&"ftp_command".to_string()) && k.contains(&"alg_rewrite".to_string()) && k.contains(&"pinhole_open".to_string()), "{k:?}");
+    assert!(kinds_at(&r, data).contains(&"pinhole_use".to_string()));
+    // The server's ACK of the grown line maps back to the end of the client's 21 bytes.
+    let acks: Vec<u32> = frames_between(&r, "veth-gw-in", f.server_pub, f.client).iter().map(|s| s.ack).collect();
+    assert_eq!(*acks.last().unwrap(), C_ISN.wrapping_add(1 + 21));
+}
+
+#[test]
+fn an_out_of_order_control_segment_is_dropped_and_its_retransmission_works() {
+    let mut cap = Capture::new();
+    let mut f = Flow::masq(40000);
+    f.handshake(&mut cap);
+    f.s(&mut cap, b"220 ready\r\n");
+    let start = f.c_seq;
+    // The second segment overtakes the first.
+    let ahead = f.c_at(&mut cap, start.wrapping_add(8), b"PORT 192,0,2,10,4,2\r\n");
+    f.c(&mut cap, b"USER a\r\n");
+    let retx = f.c_as(&mut cap, b"PORT 192,0,2,10,4,2\r\n", b"PORT 198,51,100,1,4,2\r\n");
+    f.s(&mut cap, b"331 ok\r\n200 ok\r\n");
+    let r = replay_capture(&cap, Some(&lab_yaml(true, "")));
+    r.assert_sane();
+    let inv = r.drops("invalid");
+    assert_eq!(inv.len(), 1, "{inv:?}");
+    assert_eq!(inv[0]["packet"], ahead);
+    assert!(inv[0]["session"].is_string(), "the drop names the FTP session");
+    assert_eq!(to_server(&r, &f), b"USER a\r\nPORT 198,51,100,1,4,2\r\n");
+    let pins = r.of_kind("pinhole_open");
+    assert_eq!(pins.len(), 1);
+    assert_eq!(pins[0]["packet"], retx);
+    assert_eq!(r.frame_counts().2, 1);
+}
+
+#[test]
+fn after_auth_tls_a_port_looking_line_is_not_parsed() {
+    let mut cap = Capture::new();
+    let mut f = Flow::masq(40000);
+    f.handshake(&mut cap);
+    f.s(&mut cap, b"220 ready\r\n");
+    f.c(&mut cap, b"AUTH TLS\r\n");
+    let ok = f.s(&mut cap, b"234 Proceed with negotiation.\r\n");
+    let port = f.c(&mut cap, b"PORT 192,0,2,10,4,1\r\n");
+    f.s(&mut cap, b"227 Entering Passive Mode (198,51,100,20,100,1)\r\n");
+    let r = replay_capture(&cap, Some(&lab_yaml(true, "")));
+    r.assert_sane();
+    let enc = r.of_kind("ftp_encrypted");
+    assert_eq!(enc.len(), 1);
+    assert_eq!(enc[0]["line"], "AUTH TLS");
+    assert_eq!(enc[0]["packet"], ok);
+    assert!(r.at_packet(port).is_empty(), "not even logged as a command: {:?}", r.at_packet(port));
+    assert!(r.of_kind("alg_rewrite").is_empty());
+    no_pinholes(&r);
+    assert_eq!(to_server(&r, &f), b"AUTH TLS\r\nPORT 192,0,2,10,4,1\r\n", "forwarded untouched");
+    assert_eq!(r.frame_counts().2, 0);
+}
+
+#[test]
+fn deny_commands_keeps_dele_from_the_server_and_answers_550() {
+    let cfg = lab_yaml(true, "deny_commands: [DELE]");
+    let mut cap = Capture::new();
+    let mut f = Flow::masq(40000);
+    f.handshake(&mut cap);
+    f.s(&mut cap, b"220 ready\r\n");
+    let dele = f.c_as(&mut cap, b"DELE important.txt\r\n", b"NOOP\r\n");
+    f.s_opaque(&mut cap, b"200 NOOP ok.\r\n");
+    f.c(&mut cap, b"RETR important.txt\r\n");
+    f.s(&mut cap, b"150 here it comes\r\n");
+    let r = replay_capture(&cap, Some(&cfg));
+    r.assert_sane();
+    assert_eq!(to_server(&r, &f), b"NOOP\r\nRETR important.txt\r\n");
+    let cli = String::from_utf8(to_client(&r, &f)).unwrap();
+    let lines: Vec<&str> = cli.split_inclusive("\r\n").collect();
+    assert_eq!(lines.len(), 3, "{cli:?}");
+    assert!(lines[1].starts_with("550 ") && lines[1].contains("DELE"), "{cli:?}");
+    assert_eq!(lines[2], "150 here it comes\r\n");
+    let d = r.drops("command_denied");
+    assert_eq!(d.len(), 1);
+    assert_eq!(d[0]["packet"], dele);
+    assert!(r.of_kind("reset").is_empty());
+    // Two rewrites: the command to NOOP, and the NOOP's reply to the refusal.
+    let rw = r.of_kind("alg_rewrite");
+    assert_eq!(rw.len(), 2);
+    assert_eq!((rw[0]["before"].as_str(), rw[0]["after"].as_str()), (Some("DELE important.txt"), Some("NOOP")));
+    assert_eq!(rw[1]["before"], "200 NOOP ok.");
+}
+
+#[test]
+fn zero_address_peer_means_the_client() {
+    let mut cap = Capture::new();
+    let mut f = Flow::masq(40000);
+    f.handshake(&mut cap);
+    f.s(&mut cap, b"220 ready\r\n");
+    let port = f.c_as(&mut cap, b"PORT 0,0,0,0,4,3\r\n", b"PORT 198,51,100,1,4,3\r\n");
+    f.s(&mut cap, b"200 ok\r\n");
+    let data = syn(&mut cap, IF_OUT, ("198.51.100.20", 20), ("198.51.100.1", 1027));
+    let r = replay_capture(&cap, Some(&lab_yaml(true, "zero_address: peer")));
+    r.assert_sane();
+    assert_eq!(to_server(&r, &f), b"PORT 198,51,100,1,4,3\r\n");
+    let pins = r.of_kind("pinhole_open");
+    assert_eq!(pins.len(), 1);
+    assert_eq!(pins[0]["packet"], port);
+    assert!(kinds_at(&r, data).contains(&"pinhole_use".to_string()));
+    assert_eq!(frames_between(&r, "veth-gw-in", (a("198.51.100.20"), 20), (a("192.0.2.10"), 1027)).len(), 1, "to the client itself");
+}
+
+#[test]
+fn zero_address_deny_refuses_without_reset() {
+    let mut cap = Capture::new();
+    let mut f = Flow::masq(40000);
+    f.handshake(&mut cap);
+    f.s(&mut cap, b"220 ready\r\n");
+    let port = f.c_as(&mut cap, b"PORT 0,0,0,0,4,3\r\n", b"NOOP\r\n");
+    f.s_opaque(&mut cap, b"200 NOOP ok\r\n");
+    f.c(&mut cap, b"QUIT\r\n");
+    let r = replay_capture(&cap, Some(&lab_yaml(true, "zero_address: deny")));
+    r.assert_sane();
+    no_pinholes(&r);
+    assert!(r.of_kind("reset").is_empty());
+    let d = r.drops("bounce");
+    assert_eq!(d.len(), 1);
+    assert_eq!(d[0]["packet"], port);
+    assert_eq!(to_server(&r, &f), b"NOOP\r\nQUIT\r\n");
+    assert!(to_client(&r, &f).ends_with(b"\r\n") && String::from_utf8(to_client(&r, &f)).unwrap().contains("\r\n501 "));
+}
+
+#[test]
+fn third_party_allow_opens_a_pinhole_to_the_named_host() {
+    let mut cap = Capture::new();
+    let mut f = Flow::direct(40000);
+    f.handshake(&mut cap);
+    f.s(&mut cap, b"220 ready\r\n");
+    let port = f.c(&mut cap, b"PORT 192,0,2,99,4,4\r\n");
+    f.s(&mut cap, b"200 ok\r\n");
+    let wrong = syn(&mut cap, IF_OUT, ("198.51.100.20", 20), ("192.0.2.10", 1028));
+    let data = syn(&mut cap, IF_OUT, ("198.51.100.20", 20), ("192.0.2.99", 1028));
+    let rules = "{name: ftp-out, action: allow, from: inside, to: outside, protocol: tcp, ports: [21]}";
+    let r = replay_capture(&cap, Some(&lab_yaml_rules(false, "third_party: allow", rules)));
+    r.assert_sane();
+    assert!(r.of_kind("reset").is_empty() && r.drops("bounce").is_empty());
+    assert_eq!(to_server(&r, &f), b"PORT 192,0,2,99,4,4\r\n");
+    let pins = r.of_kind("pinhole_open");
+    assert_eq!(pins.len(), 1);
+    assert_eq!(pins[0]["packet"], port);
+    assert_eq!((pins[0]["address"].as_str(), pins[0]["peer"].as_str()), (Some("192.0.2.99"), Some("198.51.100.20")));
+    assert!(r.at_packet(wrong).iter().any(|e| e["event"] == "drop"), "the client's own port was not announced");
+    assert!(kinds_at(&r, data).contains(&"pinhole_use".to_string()));
+    assert_eq!(frames_between(&r, "veth-gw-in", (a("198.51.100.20"), 20), (a("192.0.2.99"), 1028)).len(), 1);
+}

@@ -798,15 +798,15 @@ pub fn syn(cap: &mut Capture, iface: u32, src: (&str, u16), dst: (&str, u16)) ->
     cap.push(iface, f)
 }
 
-/// `lab_yaml` with the policy rules given (YAML list items, unindented,
-/// one per line) instead of "inside → outside, anything".
+/// `lab_yaml` with the policy rules given (YAML flow mappings, one rule
+/// per line) instead of "inside → outside, anything".
 pub fn lab_yaml_rules(masquerade: bool, ftp_extra: &str, rules: &str) -> String {
     let y = lab_yaml(masquerade, ftp_extra);
     let at = y.find("  rules:\n").expect("lab_yaml has rules");
     let mut y = y[..at].to_string();
     y.push_str("  rules:\n");
     for l in rules.lines().filter(|l| !l.trim().is_empty()) {
-        y.push_str("    ");
+        y.push_str("    - ");
         y.push_str(l.trim());
         y.push('\n');
     }
