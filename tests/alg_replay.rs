@@ -447,3 +447,311 @@ fn third_party_allow_opens_a_pinhole_to_the_named_host() {
     assert!(kinds_at(&r, data).contains(&"pinhole_use".to_string()));
     assert_eq!(frames_between(&r, "veth-gw-in", (a("198.51.100.20"), 20), (a("192.0.2.99"), 1028)).len(), 1);
 }
+
+// ---------------------------------------------------------------------------
+// Policy knobs.
+// ---------------------------------------------------------------------------
+
+const FTP_ONLY: &str = "{name: ftp-out, action: allow, from: inside, to: outside, protocol: tcp, ports: [21]}";
+
+/// A masqueraded client asks PASV and the server names 198.51.100.30
+/// instead of itself; then the client tries both addresses.
+fn pasv_mismatch(mode: &str, client_gets: Option<&[u8]>) -> (Replayed, Flow, [u64; 3]) {
+    let mut cap = Capture::new();
+    let mut f = Flow::masq(40000);
+    f.handshake(&mut cap);
+    f.s(&mut cap, b"220 ready\r\n");
+    f.c(&mut cap, b"PASV\r\n");
+    let reply: &[u8] = b"227 Entering Passive Mode (198,51,100,30,100,1)\r\n";
+    let p227 = match client_gets {
+        Some(g) => f.s_as(&mut cap, reply, g),
+        None => f.s_opaque(&mut cap, reply),
+    };
+    let named = syn(&mut cap, IF_IN, ("192.0.2.10", 40001), ("198.51.100.30", 25601));
+    let server = syn(&mut cap, IF_IN, ("192.0.2.10", 40002), ("198.51.100.20", 25601));
+    let r = replay_capture(&cap, Some(&lab_yaml_rules(true, &format!("pasv_mismatch: {mode}"), FTP_ONLY)));
+    r.assert_sane();
+    (r, f, [p227, named, server])
+}
+
+#[test]
+fn pasv_mismatch_fix_points_the_client_at_the_server() {
+    let fixed: &[u8] = b"227 Entering Passive Mode (198,51,100,20,100,1)\r\n";
+    let (r, f, [p227, named, server]) = pasv_mismatch("fix", Some(fixed));
+    assert!(to_client(&r, &f).ends_with(fixed));
+    let rw = r.of_kind("alg_rewrite");
+    assert_eq!(rw.len(), 1);
+    assert_eq!(rw[0]["packet"], p227);
+    let pins = r.of_kind("pinhole_open");
+    assert_eq!(pins.len(), 1);
+    assert_eq!((pins[0]["address"].as_str(), pins[0]["port"].as_u64(), pins[0]["peer"].as_str()), (Some("198.51.100.20"), Some(25601), Some("192.0.2.10")));
+    assert_eq!(r.drops("policy").iter().map(|e| e["packet"].clone()).collect::<Vec<_>>(), [named]);
+    assert!(kinds_at(&r, server).contains(&"pinhole_use".to_string()));
+    // The data connection leaves masqueraded like its control connection.
+    assert_eq!(r.sent_on("veth-gw-out").iter().filter(|s| s.dst == a("198.51.100.20") && s.dport == 25601 && s.src == a("198.51.100.1")).count(), 1);
+}
+
+#[test]
+fn pasv_mismatch_deny_replaces_the_reply_with_a_refusal() {
+    let (r, f, [p227, named, server]) = pasv_mismatch("deny", None);
+    let cli = String::from_utf8(to_client(&r, &f)).unwrap();
+    assert!(cli.starts_with("220 ready\r\n425 ") && !cli.contains("198,51,100,30"), "{cli:?}");
+    no_pinholes(&r);
+    let d = r.drops("bounce");
+    assert_eq!(d.len(), 1);
+    assert_eq!(d[0]["packet"], p227);
+    assert!(r.of_kind("reset").is_empty());
+    assert_eq!(r.drops("policy").len(), 2, "neither data SYN passes");
+    assert!(r.drops("policy").iter().all(|e| e["packet"] == named || e["packet"] == server));
+}
+
+#[test]
+fn pasv_mismatch_allow_opens_the_named_host() {
+    let reply: &[u8] = b"227 Entering Passive Mode (198,51,100,30,100,1)\r\n";
+    let (r, f, [_, named, server]) = pasv_mismatch("allow", Some(reply));
+    assert!(to_client(&r, &f).ends_with(reply));
+    assert!(r.of_kind("alg_rewrite").is_empty());
+    let pins = r.of_kind("pinhole_open");
+    assert_eq!(pins.len(), 1);
+    assert_eq!(pins[0]["address"], "198.51.100.30");
+    assert!(kinds_at(&r, named).contains(&"pinhole_use".to_string()));
+    assert_eq!(r.drops("policy").iter().map(|e| e["packet"].clone()).collect::<Vec<_>>(), [server]);
+}
+
+#[test]
+fn privileged_data_ports_deny_refuses_and_allow_opens() {
+    let build = |outcome: Option<&[u8]>| {
+        let mut cap = Capture::new();
+        let mut f = Flow::masq(40000);
+        f.handshake(&mut cap);
+        f.s(&mut cap, b"220 ready\r\n");
+        let port = f.c_as(&mut cap, b"PORT 192,0,2,10,0,22\r\n", outcome.unwrap_or(b"NOOP\r\n"));
+        f.s_opaque(&mut cap, b"200 ok\r\n");
+        let data = syn(&mut cap, IF_OUT, ("198.51.100.20", 20), ("198.51.100.1", 22));
+        (cap, f, port, data)
+    };
+    let (cap, f, port, data) = build(None);
+    let r = replay_capture(&cap, Some(&lab_yaml(true, "privileged_data_ports: deny")));
+    r.assert_sane();
+    assert_eq!(to_server(&r, &f), b"NOOP\r\n");
+    assert!(String::from_utf8(to_client(&r, &f)).unwrap().contains("\r\n501 "));
+    let d = r.drops("privileged_port");
+    assert_eq!(d.len(), 1);
+    assert_eq!(d[0]["packet"], port);
+    no_pinholes(&r);
+    assert!(r.at_packet(data).iter().any(|e| e["event"] == "drop"));
+
+    let (cap, f, port, data) = build(Some(b"PORT 198,51,100,1,0,22\r\n"));
+    let r = replay_capture(&cap, Some(&lab_yaml(true, "privileged_data_ports: allow")));
+    r.assert_sane();
+    assert_eq!(to_server(&r, &f), b"PORT 198,51,100,1,0,22\r\n");
+    assert!(r.drops("privileged_port").is_empty());
+    assert_eq!(r.of_kind("pinhole_open")[0]["packet"], port);
+    assert!(kinds_at(&r, data).contains(&"pinhole_use".to_string()));
+    assert_eq!(frames_between(&r, "veth-gw-in", (a("198.51.100.20"), 20), (a("192.0.2.10"), 22)).len(), 1);
+}
+
+#[test]
+fn max_pinholes_closes_the_oldest() {
+    let mut cap = Capture::new();
+    let mut f = Flow::masq(40000);
+    f.handshake(&mut cap);
+    f.s(&mut cap, b"220 ready\r\n");
+    let mut ports = vec![];
+    for p in 1..=3u8 {
+        let line = format!("PORT 192,0,2,10,4,{p}\r\n");
+        let out = format!("PORT 198,51,100,1,4,{p}\r\n");
+        ports.push(f.c_as(&mut cap, line.as_bytes(), out.as_bytes()));
+    }
+    f.s(&mut cap, b"200 ok\r\n200 ok\r\n200 ok\r\n");
+    let oldest = syn(&mut cap, IF_OUT, ("198.51.100.20", 20), ("198.51.100.1", 1025));
+    let newer = syn(&mut cap, IF_OUT, ("198.51.100.20", 20), ("198.51.100.1", 1026));
+    let newest = syn(&mut cap, IF_OUT, ("198.51.100.20", 20), ("198.51.100.1", 1027));
+    let r = replay_capture(&cap, Some(&lab_yaml_rules(true, "max_pinholes: 2", FTP_ONLY)));
+    r.assert_sane();
+    assert_eq!(r.of_kind("pinhole_open").len(), 3);
+    let exp = r.of_kind("pinhole_expire");
+    assert_eq!(exp.len(), 1, "{exp:?}");
+    assert_eq!((exp[0]["port"].as_u64(), &exp[0]["packet"]), (Some(1025), &serde_json::json!(ports[2])));
+    assert!(r.drops("policy").iter().any(|e| e["packet"] == oldest));
+    assert!(kinds_at(&r, newer).contains(&"pinhole_use".to_string()));
+    assert!(kinds_at(&r, newest).contains(&"pinhole_use".to_string()));
+}
+
+#[test]
+fn pinhole_timeout_follows_the_capture_clock() {
+    let build = || {
+        let mut cap = Capture::new();
+        let mut f = Flow::masq(40000);
+        f.handshake(&mut cap);
+        f.s(&mut cap, b"220 ready\r\n");
+        f.c_as(&mut cap, b"PORT 192,0,2,10,4,1\r\n", b"PORT 198,51,100,1,4,1\r\n");
+        let opened_at = cap.now_secs();
+        f.s(&mut cap, b"200 ok\r\n");
+        cap.wait(Duration::from_secs(40));
+        let data = syn(&mut cap, IF_OUT, ("198.51.100.20", 20), ("198.51.100.1", 1025));
+        (cap, data, opened_at)
+    };
+    let (cap, data, opened_at) = build();
+    let r = replay_capture(&cap, Some(&lab_yaml_rules(true, "pinhole_timeout: 30s", FTP_ONLY)));
+    r.assert_sane();
+    let pin = &r.of_kind("pinhole_open")[0];
+    assert!((pin["expires"].as_f64().unwrap() - (opened_at + 30.0)).abs() < 0.001, "{pin}");
+    let exp = r.of_kind("pinhole_expire");
+    assert_eq!(exp.len(), 1);
+    let ts = exp[0]["ts"].as_f64().unwrap();
+    assert!(ts >= opened_at + 30.0 && ts <= opened_at + 41.0, "expired at {ts}, opened at {opened_at}");
+    assert!(r.of_kind("pinhole_use").is_empty());
+    assert!(r.drops("policy").iter().any(|e| e["packet"] == data), "40 s later the SYN is a stranger");
+
+    let (cap, data, _) = build();
+    let r = replay_capture(&cap, Some(&lab_yaml_rules(true, "pinhole_timeout: 60s", FTP_ONLY)));
+    r.assert_sane();
+    assert!(r.of_kind("pinhole_expire").is_empty());
+    assert!(kinds_at(&r, data).contains(&"pinhole_use".to_string()), "within 60 s it is admitted");
+}
+
+// ---------------------------------------------------------------------------
+// Refused modes and lines that must not be taken for what they look like.
+// ---------------------------------------------------------------------------
+
+#[test]
+fn epsv_all_then_port_is_refused() {
+    let mut cap = Capture::new();
+    let mut f = Flow::masq(40000);
+    f.handshake(&mut cap);
+    f.s(&mut cap, b"220 ready\r\n");
+    f.c(&mut cap, b"EPSV ALL\r\n");
+    f.s(&mut cap, b"200 EPSV ALL ok\r\n");
+    let port = f.c_as(&mut cap, b"PORT 192,0,2,10,4,1\r\n", b"NOOP\r\n");
+    f.s_opaque(&mut cap, b"200 NOOP ok\r\n");
+    let epsv = f.c(&mut cap, b"EPSV\r\n");
+    f.s(&mut cap, b"229 Entering Extended Passive Mode (|||50000|)\r\n");
+    let r = replay_capture(&cap, Some(&lab_yaml(true, "")));
+    r.assert_sane();
+    let d = r.drops("mode_denied");
+    assert_eq!(d.len(), 1);
+    assert_eq!(d[0]["packet"], port);
+    assert_eq!(to_server(&r, &f), b"EPSV ALL\r\nNOOP\r\nEPSV\r\n");
+    assert!(String::from_utf8(to_client(&r, &f)).unwrap().contains("\r\n502 "), "the client gets a 502");
+    // EPSV itself is still fine after EPSV ALL.
+    let pins = r.of_kind("pinhole_open");
+    assert_eq!(pins.len(), 1);
+    assert!(pins[0]["packet"].as_u64().unwrap() > epsv);
+    assert_eq!(pins[0]["port"], 50000);
+}
+
+#[test]
+fn lprt_is_refused() {
+    let mut cap = Capture::new();
+    let mut f = Flow::masq(40000);
+    f.handshake(&mut cap);
+    f.s(&mut cap, b"220 ready\r\n");
+    let lprt = f.c_as(&mut cap, b"LPRT 4,4,192,0,2,10,2,4,1\r\n", b"NOOP\r\n");
+    f.s_opaque(&mut cap, b"200 NOOP ok\r\n");
+    let r = replay_capture(&cap, Some(&lab_yaml(true, "")));
+    r.assert_sane();
+    let d = r.drops("mode_denied");
+    assert_eq!(d.len(), 1);
+    assert_eq!(d[0]["packet"], lprt);
+    no_pinholes(&r);
+    assert_eq!(to_server(&r, &f), b"NOOP\r\n");
+    assert!(String::from_utf8(to_client(&r, &f)).unwrap().contains("\r\n502 LPRT"));
+}
+
+#[test]
+fn an_unsolicited_227_opens_nothing() {
+    let mut cap = Capture::new();
+    let mut f = Flow::masq(40000);
+    f.handshake(&mut cap);
+    f.s(&mut cap, b"220 ready\r\n");
+    f.s(&mut cap, b"227 Entering Passive Mode (198,51,100,20,100,1)\r\n");
+    let client = syn(&mut cap, IF_IN, ("192.0.2.10", 40001), ("198.51.100.20", 25601));
+    let r = replay_capture(&cap, Some(&lab_yaml_rules(true, "", FTP_ONLY)));
+    r.assert_sane();
+    no_pinholes(&r);
+    assert!(r.of_kind("alg_rewrite").is_empty());
+    assert!(to_client(&r, &f).ends_with(b"227 Entering Passive Mode (198,51,100,20,100,1)\r\n"), "passed unchanged");
+    assert!(r.drops("policy").iter().any(|e| e["packet"] == client));
+}
+
+#[test]
+fn a_227_inside_a_multiline_banner_opens_nothing() {
+    let mut cap = Capture::new();
+    let mut f = Flow::masq(40000);
+    f.handshake(&mut cap);
+    f.s(&mut cap, b"220-Welcome\r\n227 Entering Passive Mode (198,51,100,20,100,2)\r\n220 ready\r\n");
+    let early = syn(&mut cap, IF_IN, ("192.0.2.10", 40001), ("198.51.100.20", 25602));
+    // The real PASV that follows is still matched to its own reply.
+    f.c(&mut cap, b"PASV\r\n");
+    let p227 = f.s(&mut cap, b"227 Entering Passive Mode (198,51,100,20,100,3)\r\n");
+    let r = replay_capture(&cap, Some(&lab_yaml_rules(true, "", FTP_ONLY)));
+    r.assert_sane();
+    assert!(r.drops("policy").iter().any(|e| e["packet"] == early));
+    let pins = r.of_kind("pinhole_open");
+    assert_eq!(pins.len(), 1);
+    assert_eq!((&pins[0]["packet"], pins[0]["port"].as_u64()), (&serde_json::json!(p227), Some(25603)));
+}
+
+#[test]
+fn strict_mode_treats_a_bare_lf_command_as_a_violation() {
+    let mut cap = Capture::new();
+    let mut f = Flow::masq(40000);
+    f.handshake(&mut cap);
+    f.s(&mut cap, b"220 ready\r\n");
+    f.c(&mut cap, b"USER a\r\n");
+    let bare = f.c_as(&mut cap, b"NOOP\n", b"");
+    let r = replay_capture(&cap, Some(&lab_yaml(true, "strict: true")));
+    r.assert_sane();
+    let d = r.drops("malformed");
+    assert_eq!(d.len(), 1, "{d:?}");
+    assert_eq!(d[0]["packet"], bare);
+    assert!(d[0]["detail"].as_str().unwrap().contains("LF"), "{}", d[0]);
+    assert_eq!(r.of_kind("reset").len(), 1, "on_violation: reset");
+    assert_eq!(to_server(&r, &f), b"USER a\r\n");
+
+    // Without strict the same line passes.
+    let r = replay_capture(&cap, Some(&lab_yaml(true, "strict: false")));
+    r.assert_sane();
+    assert!(r.drops("malformed").is_empty());
+    assert_eq!(to_server(&r, &f), b"USER a\r\nNOOP\n");
+}
+
+#[test]
+fn port_text_inside_an_argument_is_not_a_port_command() {
+    let mut cap = Capture::new();
+    let mut f = Flow::masq(40000);
+    f.handshake(&mut cap);
+    f.s(&mut cap, b"220 ready\r\n");
+    // Parsed as PORT these would be a bounce (reset) and a pinhole.
+    f.c(&mut cap, b"RETR PORT 1,2,3,4,5,6\r\n");
+    f.s(&mut cap, b"550 no such file\r\n");
+    f.c(&mut cap, b"STOR PORT 192,0,2,10,4,1\r\n");
+    f.s(&mut cap, b"550 no\r\n");
+    let r = replay_capture(&cap, Some(&lab_yaml(true, "")));
+    r.assert_sane();
+    no_pinholes(&r);
+    assert!(r.of_kind("alg_rewrite").is_empty());
+    assert!(r.of_kind("drop").is_empty() && r.of_kind("reset").is_empty());
+    assert_eq!(to_server(&r, &f), b"RETR PORT 1,2,3,4,5,6\r\nSTOR PORT 192,0,2,10,4,1\r\n");
+    assert_eq!(r.of_kind("ftp_command").len(), 2);
+}
+
+#[test]
+fn ftp_looking_payload_on_port_80_is_not_inspected() {
+    let mut cap = Capture::new();
+    let mut f = Flow::new(("192.0.2.10", 40000), ("198.51.100.20", 80), ("198.51.100.20", 80), ("198.51.100.1", 40000), IF_IN);
+    f.handshake(&mut cap);
+    f.s(&mut cap, b"220 ready\r\n");
+    f.c(&mut cap, b"PORT 192,0,2,10,4,1\r\n");
+    f.c(&mut cap, b"PORT 203,0,113,9,0,25\r\n");
+    f.c(&mut cap, b"PASV\r\n");
+    f.s(&mut cap, b"227 Entering Passive Mode (198,51,100,20,100,1)\r\n");
+    let r = replay_capture(&cap, Some(&lab_yaml(true, "")));
+    r.assert_sane();
+    assert!(r.of_kind("ftp_command").is_empty() && r.of_kind("ftp_reply").is_empty());
+    no_pinholes(&r);
+    assert!(r.of_kind("alg_rewrite").is_empty() && r.of_kind("drop").is_empty() && r.of_kind("reset").is_empty());
+    assert_eq!(to_server(&r, &f), b"PORT 192,0,2,10,4,1\r\nPORT 203,0,113,9,0,25\r\nPASV\r\n");
+    assert_eq!(r.frame_counts(), (cap.recs.len() as u64, cap.recs.len() as u64, 0, 0));
+}
