@@ -852,3 +852,42 @@ impl Replayed {
         }
     }
 }
+
+impl FtpSim {
+    /// A client segment at `seq` (a retransmission, or new bytes when
+    /// `seq == c_seq`; the caller advances `c_seq`), recorded at the server.
+    pub fn client_at(&mut self, seq: u32, bytes: &[u8]) -> (Verdict, Option<Seen>) {
+        let (v, out) = self.raw_client("PA", seq, self.client_rcv, bytes);
+        let seen = self.took(v, &out, true);
+        (v, seen)
+    }
+
+    pub fn server_at(&mut self, seq: u32, bytes: &[u8]) -> (Verdict, Option<Seen>) {
+        let (v, out) = self.raw_server("PA", seq, self.server_rcv, bytes);
+        let seen = self.took(v, &out, false);
+        (v, seen)
+    }
+
+    /// The client sends `segments` back to back; returns what the server got from each.
+    pub fn client_segments(&mut self, segments: &[&[u8]]) -> Vec<(Verdict, Option<Seen>)> {
+        segments
+            .iter()
+            .map(|s| {
+                let r = self.client_at(self.c_seq, s);
+                self.c_seq = self.c_seq.wrapping_add(s.len() as u32);
+                r
+            })
+            .collect()
+    }
+
+    pub fn server_segments(&mut self, segments: &[&[u8]]) -> Vec<(Verdict, Option<Seen>)> {
+        segments
+            .iter()
+            .map(|s| {
+                let r = self.server_at(self.s_seq, s);
+                self.s_seq = self.s_seq.wrapping_add(s.len() as u32);
+                r
+            })
+            .collect()
+    }
+}
