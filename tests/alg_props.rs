@@ -118,11 +118,19 @@ struct Cut {
     /// The receiver then sends a pure ACK for this fraction (of 255) of what it has
     /// received since its last acknowledgement.
     partial_ack: Option<u8>,
+    /// Repacketize: the new segment starts this many bytes early, repeating
+    /// bytes already sent (as a stack does when it coalesces on retransmit).
+    overlap: Option<u8>,
 }
 
 fn cut() -> impl Strategy<Value = Cut> {
-    (1usize..=14, prop::option::weighted(0.3, any::<u8>()), prop::option::weighted(0.3, any::<u8>()))
-        .prop_map(|(size, retransmit, partial_ack)| Cut { size, retransmit, partial_ack })
+    (
+        1usize..=14,
+        prop::option::weighted(0.3, any::<u8>()),
+        prop::option::weighted(0.3, any::<u8>()),
+        prop::option::weighted(0.2, 1u8..=40),
+    )
+        .prop_map(|(size, retransmit, partial_ack, overlap)| Cut { size, retransmit, partial_ack, overlap })
 }
 
 fn seq_le(a: u32, b: u32) -> bool {
@@ -158,6 +166,9 @@ struct Run<'a> {
     /// Segments each end has sent: (seq, bytes).
     sent_c: Vec<(u32, Vec<u8>)>,
     sent_s: Vec<(u32, Vec<u8>)>,
+    /// Every byte each end has sent since its handshake, in order.
+    hist_c: Vec<u8>,
+    hist_s: Vec<u8>,
     /// The last ACK each end sent (its own view).
     acked_by_server: u32,
     acked_by_client: u32,
@@ -181,18 +192,23 @@ impl Run<'_> {
         while at < stream.len() {
             let c = self.take_cut();
             let end = (at + c.size).min(stream.len());
-            let piece = &stream[at..end];
+            let fresh = &stream[at..end];
             at = end;
+            let hist = if from_client { &mut self.hist_c } else { &mut self.hist_s };
+            let back = c.overlap.map_or(0, |o| (o as usize).min(hist.len()));
+            let mut piece = hist[hist.len() - back..].to_vec();
+            piece.extend_from_slice(fresh);
+            hist.extend_from_slice(fresh);
             let (v, seen) = if from_client {
-                let seq = self.sim.c_seq;
-                self.sim.c_seq = seq.wrapping_add(piece.len() as u32);
-                self.sent_c.push((seq, piece.to_vec()));
-                self.sim.client_at(seq, piece)
+                let seq = self.sim.c_seq.wrapping_sub(back as u32);
+                self.sim.c_seq = self.sim.c_seq.wrapping_add(fresh.len() as u32);
+                self.sent_c.push((seq, piece.clone()));
+                self.sim.client_at(seq, &piece)
             } else {
-                let seq = self.sim.s_seq;
-                self.sim.s_seq = seq.wrapping_add(piece.len() as u32);
-                self.sent_s.push((seq, piece.to_vec()));
-                self.sim.server_at(seq, piece)
+                let seq = self.sim.s_seq.wrapping_sub(back as u32);
+                self.sim.s_seq = self.sim.s_seq.wrapping_add(fresh.len() as u32);
+                self.sent_s.push((seq, piece.clone()));
+                self.sim.server_at(seq, &piece)
             };
             Self::expect_passed(v, "a new segment");
             if let Some(s) = &seen {
@@ -283,7 +299,18 @@ fn segmented(turns: &[Vec<Ex>], layout: Layout, ports: PortMode, cuts: &[Cut]) -
     let mut sim = layout.sim(ports);
     sim.greet();
     let (acked_by_server, acked_by_client) = (sim.server_rcv, sim.client_rcv);
-    let mut run = Run { sim, acks: Acks::default(), cuts, next_cut: 0, sent_c: vec![], sent_s: vec![], acked_by_server, acked_by_client };
+    let mut run = Run {
+        sim,
+        acks: Acks::default(),
+        cuts,
+        next_cut: 0,
+        sent_c: vec![],
+        sent_s: vec![],
+        hist_c: vec![],
+        hist_s: b"220 ready\r\n".to_vec(),
+        acked_by_server,
+        acked_by_client,
+    };
     for turn in turns {
         let ls: Vec<(String, String)> = turn.iter().map(|e| lines(e, layout)).collect();
         let cmds: String = ls.iter().map(|(c, _)| c.as_str()).collect();
@@ -309,7 +336,11 @@ fn ports() -> impl Strategy<Value = PortMode> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
+    // PROPTEST_CASES raises the count for a longer hunt.
+    #![proptest_config(ProptestConfig {
+        cases: std::env::var("PROPTEST_CASES").ok().and_then(|s| s.parse().ok()).unwrap_or(96),
+        ..ProptestConfig::default()
+    })]
 
     /// (a) and (b): random cuts (inside PORT, 227 and 229 lines too),
     /// duplicate retransmissions and partial ACKs change nothing either end
@@ -345,15 +376,17 @@ fn the_reference_session_is_rewritten() {
     assert!(String::from_utf8(cli).unwrap().ends_with("227 Entering Passive Mode (198,51,100,1,23,112).\r\n"));
 }
 
-/// A fixed hard case: every line cut one byte at a time, every byte sent
-/// twice, and a half ACK after each.
+/// Fixed hard cases: every line cut one byte at a time, every byte sent
+/// twice, and a half ACK after each; then segments that each repeat the
+/// previous ones' last bytes.
 #[test]
 fn a_port_line_one_byte_at_a_time_with_every_byte_repeated() {
     let turns = vec![vec![Ex::Port { p: 40000, lower: false }, Ex::Eprt { p: 40001 }], vec![Ex::Pasv { other_host: false, p: 40002 }]];
-    let cuts = vec![Cut { size: 1, retransmit: Some(0), partial_ack: Some(128) }];
+    let cuts = vec![Cut { size: 1, retransmit: Some(0), partial_ack: Some(128), overlap: None }];
+    let overlapping = vec![Cut { size: 3, retransmit: None, partial_ack: None, overlap: Some(5) }];
     for layout in [Layout::Masquerade, Layout::Published] {
         let want = reference(&turns, layout, PortMode::Random);
-        let got = segmented(&turns, layout, PortMode::Random, &cuts);
-        assert_eq!(got, want);
+        assert_eq!(segmented(&turns, layout, PortMode::Random, &cuts), want);
+        assert_eq!(segmented(&turns, layout, PortMode::Random, &overlapping), want);
     }
 }
