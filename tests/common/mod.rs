@@ -419,3 +419,476 @@ impl FtpSim {
         assert!(matches!(v, Verdict::Forward(_)));
     }
 }
+
+// ---------------------------------------------------------------------------
+// Crafted captures replayed through the real `ftpgate replay` binary.
+// ---------------------------------------------------------------------------
+
+/// pcapng interface ids of crafted captures, named like the lab's devices so
+/// that replay takes them as the ingress.
+pub const IF_IN: u32 = 0;
+pub const IF_OUT: u32 = 1;
+pub const DEVICES: [&str; 2] = ["veth-gw-in", "veth-gw-out"];
+
+/// A capture being built: frames with the interface they were seen on and a
+/// timestamp (10 ms apart unless `wait` says otherwise).
+pub struct Capture {
+    pub recs: Vec<(u32, u64, Vec<u8>)>,
+    pub now_ns: u64,
+}
+
+impl Default for Capture {
+    fn default() -> Self {
+        Capture { recs: Vec::new(), now_ns: 1_000_000_000_000 }
+    }
+}
+
+impl Capture {
+    pub fn new() -> Capture {
+        Capture::default()
+    }
+
+    /// Append a frame seen on `iface`; returns its 1-based packet index
+    /// (what the event log's `packet` field names).
+    pub fn push(&mut self, iface: u32, frame: Vec<u8>) -> u64 {
+        self.now_ns += 10_000_000;
+        self.recs.push((iface, self.now_ns, frame));
+        self.recs.len() as u64
+    }
+
+    pub fn wait(&mut self, d: Duration) {
+        self.now_ns += d.as_nanos() as u64;
+    }
+
+    pub fn now_secs(&self) -> f64 {
+        self.now_ns as f64 / 1e9
+    }
+
+    /// Write as pcapng with one Ethernet interface block per device name.
+    pub fn write_pcapng(&self, path: &std::path::Path) {
+        use pcap_file::pcapng::blocks::enhanced_packet::EnhancedPacketBlock;
+        use pcap_file::pcapng::blocks::interface_description::{InterfaceDescriptionBlock, InterfaceDescriptionOption};
+        use std::borrow::Cow;
+        let file = std::fs::File::create(path).expect("create capture");
+        let mut w = pcap_file::pcapng::PcapNgWriter::new(std::io::BufWriter::new(file)).unwrap();
+        for name in DEVICES {
+            w.write_pcapng_block(InterfaceDescriptionBlock {
+                linktype: pcap_file::DataLink::ETHERNET,
+                snaplen: 0,
+                options: vec![
+                    InterfaceDescriptionOption::IfName(Cow::Borrowed(name)),
+                    // pcap-file writes nanosecond counts; say so.
+                    InterfaceDescriptionOption::IfTsResol(9),
+                ],
+            })
+            .unwrap();
+        }
+        for (iface, ts, data) in &self.recs {
+            w.write_pcapng_block(EnhancedPacketBlock {
+                interface_id: *iface,
+                timestamp: Duration::from_nanos(*ts),
+                original_len: data.len() as u32,
+                data: Cow::Borrowed(data),
+                options: vec![],
+            })
+            .unwrap();
+        }
+        use std::io::Write;
+        w.into_inner().flush().unwrap();
+    }
+}
+
+/// One frame of a replay's output pcapng.
+#[derive(Clone, Debug)]
+pub struct OutFrame {
+    /// The interface block's name (the gateway interface's device).
+    pub iface: String,
+    pub ts_ns: u128,
+    pub frame: Vec<u8>,
+}
+
+/// What one `ftpgate replay` run produced.
+pub struct Replayed {
+    pub status: std::process::ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+    pub events: Vec<serde_json::Value>,
+    pub out: Vec<OutFrame>,
+}
+
+impl Replayed {
+    pub fn of_kind(&self, kind: &str) -> Vec<&serde_json::Value> {
+        self.events.iter().filter(|e| e["event"] == kind).collect()
+    }
+
+    /// Events caused by input frame `packet` (1-based).
+    pub fn at_packet(&self, packet: u64) -> Vec<&serde_json::Value> {
+        self.events.iter().filter(|e| e["packet"] == packet).collect()
+    }
+
+    pub fn drops(&self, reason: &str) -> Vec<&serde_json::Value> {
+        self.events.iter().filter(|e| e["event"] == "drop" && e["reason"] == reason).collect()
+    }
+
+    /// The summary's closing `frames: ...` line.
+    pub fn frames_line(&self) -> &str {
+        self.stdout.lines().last().unwrap_or("")
+    }
+
+    /// (in, out, dropped, generated) from the closing line.
+    pub fn frame_counts(&self) -> (u64, u64, u64, u64) {
+        let n: Vec<u64> = self
+            .frames_line()
+            .split(|c: char| !c.is_ascii_digit())
+            .filter(|s| !s.is_empty())
+            .map(|s| s.parse().unwrap())
+            .collect();
+        assert_eq!(n.len(), 4, "closing line: {}", self.frames_line());
+        (n[0], n[1], n[2], n[3])
+    }
+
+    /// Output frames sent on `device`, decoded with every checksum verified.
+    pub fn sent_on(&self, device: &str) -> Vec<Seen> {
+        self.out.iter().filter(|f| f.iface == device).map(|f| decode_verified(&f.frame)).collect()
+    }
+
+    /// Every output frame decoded (and checksum-verified), with its interface.
+    pub fn decoded(&self) -> Vec<(String, Seen)> {
+        self.out.iter().map(|f| (f.iface.clone(), decode_verified(&f.frame))).collect()
+    }
+
+    /// The TCP payload bytes that left on `device` for the flow `src → dst`, in output order.
+    pub fn stream(&self, device: &str, src: (IpAddr, u16), dst: (IpAddr, u16)) -> Vec<u8> {
+        let mut v = Vec::new();
+        for s in self.sent_on(device) {
+            if (s.src, s.sport) == src && (s.dst, s.dport) == dst {
+                v.extend_from_slice(&s.payload);
+            }
+        }
+        v
+    }
+}
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_ftpgate");
+
+/// Read a pcapng the replay wrote: each enhanced packet with its interface's name.
+pub fn read_pcapng_out(path: &std::path::Path) -> Vec<OutFrame> {
+    use pcap_file::pcapng::blocks::interface_description::InterfaceDescriptionOption;
+    use pcap_file::pcapng::{Block, PcapNgReader};
+    let mut r = PcapNgReader::new(std::fs::File::open(path).expect("output pcapng exists")).expect("output is pcapng");
+    let mut names: Vec<String> = Vec::new();
+    let mut out = Vec::new();
+    while let Some(b) = r.next_block() {
+        match b.expect("output block parses") {
+            Block::InterfaceDescription(idb) => {
+                let name = idb.options.iter().find_map(|o| match o {
+                    InterfaceDescriptionOption::IfName(n) => Some(n.to_string()),
+                    _ => None,
+                });
+                names.push(name.unwrap_or_default());
+            }
+            Block::EnhancedPacket(p) => out.push(OutFrame {
+                iface: names[p.interface_id as usize].clone(),
+                ts_ns: p.timestamp.as_nanos(),
+                frame: p.data.into_owned(),
+            }),
+            _ => {}
+        }
+    }
+    out
+}
+
+/// Run `ftpgate replay [-c CONFIG] -o OUT --events EV INPUT` and collect everything.
+pub fn replay_file(input: &std::path::Path, config: Option<&std::path::Path>) -> Replayed {
+    let dir = tempfile::tempdir().unwrap();
+    let (out, ev) = (dir.path().join("out.pcapng"), dir.path().join("events.jsonl"));
+    let mut cmd = std::process::Command::new(BIN);
+    cmd.arg("replay").arg("--quiet");
+    if let Some(c) = config {
+        cmd.arg("-c").arg(c);
+    }
+    cmd.arg("-o").arg(&out).arg("--events").arg(&ev).arg(input);
+    let o = cmd.output().expect("run ftpgate");
+    let stdout = String::from_utf8_lossy(&o.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert!(o.status.success(), "ftpgate replay {} failed: {stderr}\n{stdout}", input.display());
+    let events = std::fs::read_to_string(&ev)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("event line {l:?}: {e}")))
+        .collect();
+    Replayed { status: o.status, stdout, stderr, events, out: read_pcapng_out(&out) }
+}
+
+/// Write `cap` and replay it with `config_yaml` (None: the built-in default).
+pub fn replay_capture(cap: &Capture, config_yaml: Option<&str>) -> Replayed {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.pcapng");
+    cap.write_pcapng(&input);
+    let cfg = config_yaml.map(|y| {
+        let p = dir.path().join("gw.yaml");
+        std::fs::write(&p, y).unwrap();
+        p
+    });
+    replay_file(&input, cfg.as_deref())
+}
+
+/// The lab topology as YAML (what `lab_config` builds in code): devices
+/// veth-gw-in/veth-gw-out, inside → outside allowed, masquerade when asked,
+/// NAT ports preserved so that crafted captures can name the translated
+/// ports in advance. `ftp_extra` is more `ftp:` keys, one per line, unindented.
+pub fn lab_yaml(masquerade: bool, ftp_extra: &str) -> String {
+    let mut y = String::from(
+        "interfaces:\n  inside:\n    device: veth-gw-in\n    addresses: [192.0.2.1/24, \"2001:db8:1::1/64\"]\n  outside:\n    device: veth-gw-out\n    addresses: [198.51.100.1/24, \"2001:db8:2::1/64\"]\n",
+    );
+    y.push_str("nat:\n  ports: preserve\n");
+    if masquerade {
+        y.push_str("  masquerade:\n    - {from: inside, to: outside}\n");
+    }
+    y.push_str("ftp:\n  control_ports: [21]\n");
+    for l in ftp_extra.lines().filter(|l| !l.trim().is_empty()) {
+        y.push_str("  ");
+        y.push_str(l.trim());
+        y.push('\n');
+    }
+    y.push_str("policy:\n  default: deny\n  rules:\n    - {name: inside-out, action: allow, from: inside, to: outside}\n");
+    y
+}
+
+/// The repository's rules file `name` (rules/NAME), with `nat.ports: preserve` added.
+pub fn rules_yaml_preserve(name: &str) -> String {
+    let text = std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("rules").join(name)).unwrap();
+    assert!(text.contains("\nnat:\n"), "rules/{name} has a nat: section");
+    text.replacen("\nnat:\n", "\nnat:\n  ports: preserve\n", 1)
+}
+
+/// One TCP connection as its two ends put it on the wire, each end keeping
+/// its own sequence numbers and acknowledging what it has received in its
+/// own view. The gateway sits between `client_if` and `server_if`.
+#[derive(Clone, Debug)]
+pub struct Flow {
+    pub client: (IpAddr, u16),
+    /// Where the client sends (the server as the client sees it).
+    pub server_pub: (IpAddr, u16),
+    /// The server's real address, the source of its frames.
+    pub server: (IpAddr, u16),
+    /// The client as the server sees it, the destination of the server's frames.
+    pub client_seen: (IpAddr, u16),
+    pub client_if: u32,
+    pub server_if: u32,
+    /// Next sequence number each end sends.
+    pub c_seq: u32,
+    pub s_seq: u32,
+    /// Next byte each end expects (its acknowledgement), in its own view.
+    pub srv_rcv: u32,
+    pub cli_rcv: u32,
+}
+
+fn gw_mac(iface: u32) -> [u8; 6] {
+    if iface == IF_IN {
+        GW_IN_MAC
+    } else {
+        GW_OUT_MAC
+    }
+}
+
+impl Flow {
+    pub fn new(client: (&str, u16), server_pub: (&str, u16), server: (&str, u16), client_seen: (&str, u16), client_if: u32) -> Flow {
+        Flow {
+            client: (ip(client.0), client.1),
+            server_pub: (ip(server_pub.0), server_pub.1),
+            server: (ip(server.0), server.1),
+            client_seen: (ip(client_seen.0), client_seen.1),
+            client_if,
+            server_if: 1 - client_if,
+            c_seq: C_ISN,
+            s_seq: S_ISN,
+            srv_rcv: 0,
+            cli_rcv: 0,
+        }
+    }
+
+    /// 192.0.2.10:cport → 198.51.100.20:21, masqueraded to 198.51.100.1:cport (ports preserved).
+    pub fn masq(cport: u16) -> Flow {
+        Flow::new(("192.0.2.10", cport), ("198.51.100.20", 21), ("198.51.100.20", 21), ("198.51.100.1", cport), IF_IN)
+    }
+
+    /// 192.0.2.10:cport → 198.51.100.20:21 with no NAT.
+    pub fn direct(cport: u16) -> Flow {
+        Flow::new(("192.0.2.10", cport), ("198.51.100.20", 21), ("198.51.100.20", 21), ("192.0.2.10", cport), IF_IN)
+    }
+
+    /// Outside client 198.51.100.10:cport → published 198.51.100.1:21 → server 192.0.2.20:21.
+    pub fn published(cport: u16) -> Flow {
+        Flow::new(("198.51.100.10", cport), ("198.51.100.1", 21), ("192.0.2.20", 21), ("198.51.100.10", cport), IF_OUT)
+    }
+
+    fn mk(&self, from_client: bool, flags: &str, seq: u32, ack: u32, payload: &[u8]) -> (u32, Vec<u8>) {
+        let (src, dst, iface, smac) = if from_client {
+            (self.client, self.server_pub, self.client_if, CLIENT_MAC)
+        } else {
+            (self.server, self.client_seen, self.server_if, SERVER_MAC)
+        };
+        let (s, d) = (src.0.to_string(), dst.0.to_string());
+        let f = tcp(smac, gw_mac(iface), Tcp { src: (&s, src.1), dst: (&d, dst.1), seq, ack, flags, payload });
+        (iface, f)
+    }
+
+    /// SYN, SYN-ACK, ACK.
+    pub fn handshake(&mut self, cap: &mut Capture) {
+        let (i, f) = self.mk(true, "S", C_ISN, 0, b"");
+        cap.push(i, f);
+        self.c_seq = C_ISN.wrapping_add(1);
+        self.srv_rcv = self.c_seq;
+        let (i, f) = self.mk(false, "SA", S_ISN, self.srv_rcv, b"");
+        cap.push(i, f);
+        self.s_seq = S_ISN.wrapping_add(1);
+        self.cli_rcv = self.s_seq;
+        let (i, f) = self.mk(true, "A", self.c_seq, self.cli_rcv, b"");
+        cap.push(i, f);
+    }
+
+    /// The client sends `bytes`; the server receives them unchanged.
+    pub fn c(&mut self, cap: &mut Capture, bytes: &[u8]) -> u64 {
+        self.c_as(cap, bytes, bytes)
+    }
+
+    /// The client sends `bytes`; the server receives `server_gets` (a rewrite,
+    /// or nothing when the gateway drops or holds them).
+    pub fn c_as(&mut self, cap: &mut Capture, bytes: &[u8], server_gets: &[u8]) -> u64 {
+        let (i, f) = self.mk(true, "PA", self.c_seq, self.cli_rcv, bytes);
+        self.c_seq = self.c_seq.wrapping_add(bytes.len() as u32);
+        self.srv_rcv = self.srv_rcv.wrapping_add(server_gets.len() as u32);
+        cap.push(i, f)
+    }
+
+    /// A client segment at an explicit sequence number; no bookkeeping.
+    pub fn c_at(&mut self, cap: &mut Capture, seq: u32, bytes: &[u8]) -> u64 {
+        let (i, f) = self.mk(true, "PA", seq, self.cli_rcv, bytes);
+        cap.push(i, f)
+    }
+
+    pub fn s(&mut self, cap: &mut Capture, bytes: &[u8]) -> u64 {
+        self.s_as(cap, bytes, bytes)
+    }
+
+    pub fn s_as(&mut self, cap: &mut Capture, bytes: &[u8], client_gets: &[u8]) -> u64 {
+        let (i, f) = self.mk(false, "PA", self.s_seq, self.srv_rcv, bytes);
+        self.s_seq = self.s_seq.wrapping_add(bytes.len() as u32);
+        self.cli_rcv = self.cli_rcv.wrapping_add(client_gets.len() as u32);
+        cap.push(i, f)
+    }
+
+    /// The server sends `bytes` and the test cannot say in advance how long
+    /// the client's copy will be (a gateway-written refusal): the client's
+    /// later acknowledgements stay at what it had before, which is always valid.
+    pub fn s_opaque(&mut self, cap: &mut Capture, bytes: &[u8]) -> u64 {
+        self.s_as(cap, bytes, b"")
+    }
+
+    /// A frame of this flow with explicit flags, from either end; no bookkeeping.
+    pub fn raw(&mut self, cap: &mut Capture, from_client: bool, flags: &str, seq: u32, ack: u32, payload: &[u8]) -> u64 {
+        let (i, f) = self.mk(from_client, flags, seq, ack, payload);
+        cap.push(i, f)
+    }
+}
+
+/// A SYN seen on `iface` (a data connection's first packet).
+pub fn syn(cap: &mut Capture, iface: u32, src: (&str, u16), dst: (&str, u16)) -> u64 {
+    let f = tcp(SERVER_MAC, gw_mac(iface), Tcp { src, dst, seq: 7, ack: 0, flags: "S", payload: b"" });
+    cap.push(iface, f)
+}
+
+/// `lab_yaml` with the policy rules given (YAML flow mappings, one rule
+/// per line) instead of "inside → outside, anything".
+pub fn lab_yaml_rules(masquerade: bool, ftp_extra: &str, rules: &str) -> String {
+    let y = lab_yaml(masquerade, ftp_extra);
+    let at = y.find("  rules:\n").expect("lab_yaml has rules");
+    let mut y = y[..at].to_string();
+    y.push_str("  rules:\n");
+    for l in rules.lines().filter(|l| !l.trim().is_empty()) {
+        y.push_str("    - ");
+        y.push_str(l.trim());
+        y.push('\n');
+    }
+    y
+}
+
+/// TCP flags of an Ethernet frame as a string of "SAFRP" letters.
+pub fn tcp_flags_of(frame: &[u8]) -> String {
+    let p = SlicedPacket::from_ethernet(frame).expect("frame parses");
+    let Some(TransportSlice::Tcp(t)) = p.transport else { return String::new() };
+    let mut s = String::new();
+    for (on, c) in [(t.syn(), 'S'), (t.ack(), 'A'), (t.fin(), 'F'), (t.rst(), 'R'), (t.psh(), 'P')] {
+        if on {
+            s.push(c);
+        }
+    }
+    s
+}
+
+impl Replayed {
+    /// The summary's "consumed by the gateway: N".
+    pub fn consumed(&self) -> u64 {
+        self.stdout
+            .lines()
+            .find_map(|l| l.strip_prefix("consumed by the gateway: "))
+            .expect("summary has a consumed line")
+            .trim()
+            .parse()
+            .unwrap()
+    }
+
+    /// Every input frame has exactly one fate, and every output frame decodes
+    /// with correct checksums.
+    pub fn assert_sane(&self) {
+        let (i, o, d, g) = self.frame_counts();
+        assert_eq!(i, o + d + self.consumed(), "frame accounting: {}", self.frames_line());
+        assert_eq!(self.out.len() as u64, o + g, "output pcapng holds the forwarded and generated frames");
+        for f in &self.out {
+            assert!(DEVICES.contains(&f.iface.as_str()) || !f.iface.is_empty(), "named interface");
+            if SlicedPacket::from_ethernet(&f.frame).is_ok_and(|p| p.net.is_some() && p.transport.is_some()) {
+                decode_verified(&f.frame);
+            }
+        }
+    }
+}
+
+impl FtpSim {
+    /// A client segment at `seq` (a retransmission, or new bytes when
+    /// `seq == c_seq`; the caller advances `c_seq`), recorded at the server.
+    pub fn client_at(&mut self, seq: u32, bytes: &[u8]) -> (Verdict, Option<Seen>) {
+        let (v, out) = self.raw_client("PA", seq, self.client_rcv, bytes);
+        let seen = self.took(v, &out, true);
+        (v, seen)
+    }
+
+    pub fn server_at(&mut self, seq: u32, bytes: &[u8]) -> (Verdict, Option<Seen>) {
+        let (v, out) = self.raw_server("PA", seq, self.server_rcv, bytes);
+        let seen = self.took(v, &out, false);
+        (v, seen)
+    }
+
+    /// The client sends `segments` back to back; returns what the server got from each.
+    pub fn client_segments(&mut self, segments: &[&[u8]]) -> Vec<(Verdict, Option<Seen>)> {
+        segments
+            .iter()
+            .map(|s| {
+                let r = self.client_at(self.c_seq, s);
+                self.c_seq = self.c_seq.wrapping_add(s.len() as u32);
+                r
+            })
+            .collect()
+    }
+
+    pub fn server_segments(&mut self, segments: &[&[u8]]) -> Vec<(Verdict, Option<Seen>)> {
+        segments
+            .iter()
+            .map(|s| {
+                let r = self.server_at(self.s_seq, s);
+                self.s_seq = self.s_seq.wrapping_add(s.len() as u32);
+                r
+            })
+            .collect()
+    }
+}
