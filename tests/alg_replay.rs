@@ -902,7 +902,6 @@ fn disguised(line: &[u8]) -> (Vec<u8>, Vec<String>) {
 /// that the bounce check never saw. (IAC NOP and a leading space are not in
 /// the list: ProFTPD keeps the NOP and rejects leading white space.)
 #[test]
-#[ignore = "BUG (reported): PORT disguised by Telnet commands or a tab passes the bounce check"]
 fn a_bounce_disguised_for_a_telnet_aware_server_does_not_reach_it() {
     let mut passed = vec![];
     for line in [
@@ -956,7 +955,6 @@ fn reply_codes(cli: &str) -> (Vec<String>, Option<String>) {
 /// believes DELE succeeded, and every later reply is matched to the wrong
 /// command.
 #[test]
-#[ignore = "BUG (reported): multi-line reply to a refused command leaves a 200- reply open"]
 fn a_multiline_reply_to_a_refused_command_stays_well_formed() {
     let mut cap = Capture::new();
     let mut f = Flow::masq(40000);
@@ -975,7 +973,6 @@ fn a_multiline_reply_to_a_refused_command_stays_well_formed() {
 /// The same for a multi-line 227 the gateway refuses (pasv_mismatch: deny):
 /// its first line is already forwarded when the final line is replaced.
 #[test]
-#[ignore = "BUG (reported): multi-line 227 refused by the gateway leaves a 227- reply open"]
 fn a_refused_multiline_227_stays_well_formed() {
     let mut cap = Capture::new();
     let mut f = Flow::masq(40000);

@@ -36,6 +36,8 @@ use crate::wire::{tcp_flags, PROTO_TCP};
 
 /// Longest control line accepted (a long path name fits; a flood does not).
 pub const MAX_LINE: usize = 4096;
+/// A multi-line reply to PASV/EPSV is held whole up to this size.
+const MAX_HELD_REPLY: usize = 8192;
 /// Rewrites remembered per direction before the oldest acknowledged ones are folded.
 const MAX_REWRITES: usize = 64;
 
@@ -118,6 +120,9 @@ struct Half {
     blocked: Option<(u64, DropReason)>,
     /// A multi-line reply in progress: its code.
     multiline: Option<u16>,
+    /// The lines of that reply so far (offset, length with terminator), so a
+    /// refusal can take them back while they are still held.
+    ml_lines: Vec<(u64, usize)>,
 }
 
 impl Half {
@@ -131,6 +136,7 @@ impl Half {
             base_delta: 0,
             blocked: None,
             multiline: None,
+            ml_lines: Vec::new(),
         }
     }
 
@@ -453,11 +459,26 @@ impl FtpSession {
         }
         let hold = match dir {
             Dir::Orig => {
+                // Judge what a Telnet-aware server would read: IAC sequences
+                // gone, leading white space trimmed.
+                let seen = telnet_clean(partial);
+                let seen = seen.trim_ascii_start();
                 cfg.strict
-                    || ["PORT", "EPRT", "LPRT", "PASV", "EPSV", "LPSV"].iter().any(|v| prefix_of(partial, v))
-                    || cfg.deny_commands.iter().any(|v| prefix_of(partial, v))
+                    || partial.contains(&0xff)
+                    || ["PORT", "EPRT", "LPRT", "PASV", "EPSV", "LPSV"].iter().any(|v| prefix_of(seen, v))
+                    || cfg.deny_commands.iter().any(|v| prefix_of(seen, v))
             }
             Dir::Reply => {
+                let answering = matches!(self.pending.front(), Some(Pending::Refused(_) | Pending::Pasv | Pending::Epsv));
+                if answering && half.multiline.is_some() {
+                    // Hold the whole reply: a refusal must be able to replace all of it.
+                    if let Some(&(first, _)) = half.ml_lines.first() {
+                        let whole = (half.stream.next_offset().saturating_sub(first)) as usize;
+                        if whole <= MAX_HELD_REPLY {
+                            return whole.min(half.held.len());
+                        }
+                    }
+                }
                 matches!(self.pending.front(), Some(Pending::Refused(_)))
                     || ["227", "229"].iter().any(|v| prefix_of(partial, v))
             }
@@ -500,6 +521,12 @@ impl FtpSession {
     }
 
     fn on_command(&mut self, cx: &mut Ctx<'_>, start: u64, text: &[u8], old_len: usize) -> Option<SegVerdict> {
+        if let Some(verb) = disguised_verb(text, &cx.cfg.deny_commands) {
+            // Telnet codes or odd white space around a verb the gateway acts
+            // on: a server may read it as that verb while the gateway would not.
+            let why = format!("{verb} disguised with Telnet control codes or unusual white space");
+            return self.refuse(cx, start, old_len, DropReason::Malformed, why);
+        }
         let cmd = match parse::parse_command(text) {
             Ok(c) => c,
             Err(ParseError::Malformed(why)) => {
@@ -635,16 +662,28 @@ impl FtpSession {
 
     fn on_reply(&mut self, cx: &mut Ctx<'_>, start: u64, text: &[u8], old_len: usize) -> Option<SegVerdict> {
         let half = self.halves[1].as_mut().expect("replies flow after the SYN-ACK");
-        let Some(rl) = parse::parse_reply_line(text) else { return None };
+        let rl = parse::parse_reply_line(text);
         if let Some(code) = half.multiline {
-            if !(rl.code == code && rl.last) {
-                return None;
+            match rl {
+                Some(r) if r.code == code && r.last => half.multiline = None,
+                _ => {
+                    half.ml_lines.push((start, old_len));
+                    return None;
+                }
             }
-            half.multiline = None;
-        } else if !rl.last {
-            half.multiline = Some(rl.code);
-            return None;
+        } else {
+            half.ml_lines.clear();
+            match rl {
+                None => return None,
+                Some(r) if !r.last => {
+                    half.multiline = Some(r.code);
+                    half.ml_lines.push((start, old_len));
+                    return None;
+                }
+                Some(_) => {}
+            }
         }
+        let rl = rl.expect("a final reply line");
         if rl.code < 200 {
             return None; // preliminary: the command is still pending
         }
@@ -678,7 +717,7 @@ impl FtpSession {
             }
             (Pending::Refused(msg), _) => {
                 let line = format!("{msg}\r\n").into_bytes();
-                self.rewrite(cx, Dir::Reply, start, old_len, line);
+                self.refuse_reply(cx, start, old_len, line);
                 None
             }
             _ => None,
@@ -738,7 +777,7 @@ impl FtpSession {
                     let why = format!("{code} names {target}, not the server {server_real} (ftp.pasv_mismatch: deny)");
                     cx.events.push(drop_event(self.session, DropReason::Bounce, why));
                     let refusal = b"425 Passive address refused by the gateway\r\n".to_vec();
-                    self.rewrite(cx, Dir::Reply, start, old_len, refusal);
+                    self.refuse_reply(cx, start, old_len, refusal);
                     return None;
                 }
             }
@@ -747,7 +786,7 @@ impl FtpSession {
             let why = format!("{code}: data port {port} is privileged (ftp.privileged_data_ports: deny)");
             cx.events.push(drop_event(self.session, DropReason::PrivilegedPort, why));
             let refusal = b"425 Privileged data port refused by the gateway\r\n".to_vec();
-            self.rewrite(cx, Dir::Reply, start, old_len, refusal);
+            self.refuse_reply(cx, start, old_len, refusal);
             return None;
         }
         let client_seen = conn.orig.src;
@@ -880,6 +919,16 @@ impl FtpSession {
         None
     }
 
+    /// Replace a whole reply (every line of a multi-line one, still held)
+    /// by `line`, so the client reads one well-formed refusal.
+    fn refuse_reply(&mut self, cx: &mut Ctx<'_>, start: u64, old_len: usize, line: Vec<u8>) {
+        let earlier = self.halves[1].as_mut().map(|h| std::mem::take(&mut h.ml_lines)).unwrap_or_default();
+        for (s, l) in earlier {
+            self.rewrite(cx, Dir::Reply, s, l, Vec::new());
+        }
+        self.rewrite(cx, Dir::Reply, start, old_len, line);
+    }
+
     /// An attack or a broken line: drop, or reset both ends, per `on_violation`.
     fn violation(&mut self, cx: &mut Ctx<'_>, dir: Dir, start: u64, reason: DropReason, detail: String) -> SegVerdict {
         if let Some(h) = self.halves[dir.idx()].as_mut() {
@@ -907,6 +956,48 @@ impl FtpSession {
 
 fn drop_event(session: Session, reason: DropReason, detail: String) -> EventKind {
     EventKind::Drop { reason, rule: None, session: Some(session), src: None, dst: None, detail }
+}
+
+/// `line` with Telnet commands removed as a Telnet-aware server reads it:
+/// IAC IAC is a literal 0xFF, IAC WILL/WONT/DO/DONT x and IAC x vanish.
+fn telnet_clean(line: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+    if !line.contains(&0xff) {
+        return std::borrow::Cow::Borrowed(line);
+    }
+    let mut out = Vec::with_capacity(line.len());
+    let mut i = 0;
+    while i < line.len() {
+        if line[i] != 0xff {
+            out.push(line[i]);
+            i += 1;
+            continue;
+        }
+        match line.get(i + 1) {
+            Some(0xff) => {
+                out.push(0xff);
+                i += 2;
+            }
+            Some(251..=254) => i += 3,
+            _ => i += 2,
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+/// The verb a lenient server would see in `line`, when it is one the gateway
+/// acts on but the line does not spell it plainly ("VERB" + one space).
+fn disguised_verb(line: &[u8], denied: &[String]) -> Option<String> {
+    let clean = telnet_clean(line);
+    let trimmed = clean.trim_ascii_start();
+    let end = trimmed.iter().position(|b| b.is_ascii_whitespace()).unwrap_or(trimmed.len());
+    let verb = String::from_utf8_lossy(&trimmed[..end]).to_ascii_uppercase();
+    let acted_on = ["PORT", "EPRT", "LPRT", "PASV", "EPSV", "LPSV"].contains(&verb.as_str())
+        || denied.iter().any(|d| d.eq_ignore_ascii_case(&verb));
+    if !acted_on {
+        return None;
+    }
+    let plain = line.len() >= end && line[..end].eq_ignore_ascii_case(verb.as_bytes()) && matches!(line.get(end), None | Some(b' '));
+    (!plain).then_some(verb)
 }
 
 /// The bytes after the last LF (the line still being received).
