@@ -746,7 +746,7 @@ impl Engine {
         ingress: IfIndex,
         egress: IfIndex,
         next_hop: IpAddr,
-        frame: &mut Vec<u8>,
+        frame: &mut [u8],
         m: &mut Meta,
         src: (IpAddr, u16),
         dst: (IpAddr, u16),
@@ -835,7 +835,7 @@ impl Engine {
         &mut self,
         cx: &mut Cx<'_, S>,
         ingress: IfIndex,
-        frame: &mut Vec<u8>,
+        frame: &mut [u8],
         m: &mut Meta,
         pin: alg::Pinhole,
     ) -> Verdict {
@@ -943,7 +943,7 @@ impl Engine {
 
     /// An ICMP error about a packet of a known connection travels with that
     /// connection's translation, inner header included (RFC 5508 §4.2).
-    fn icmp_error<S: Sink>(&mut self, cx: &mut Cx<'_, S>, frame: &mut Vec<u8>, m: &mut Meta) -> Verdict {
+    fn icmp_error<S: Sink>(&mut self, cx: &mut Cx<'_, S>, frame: &mut [u8], m: &mut Meta) -> Verdict {
         let Some(inner) = m.icmp.and_then(|i| i.inner) else {
             return self.drop(cx, DropReason::Invalid, None, Some(m), "ICMP error without a readable quoted header".into());
         };
@@ -978,7 +978,7 @@ impl Engine {
 
     /// A fragment after the first: no ports to look at, so it follows the
     /// verdict its first fragment got (tracked by fragment id, not reassembled).
-    fn later_fragment<S: Sink>(&mut self, cx: &mut Cx<'_, S>, frame: &mut Vec<u8>, m: &mut Meta) -> Verdict {
+    fn later_fragment<S: Sink>(&mut self, cx: &mut Cx<'_, S>, frame: &mut [u8], m: &mut Meta) -> Verdict {
         let f = m.frag.expect("later fragment has frag info");
         let state = self.frags.get(&(m.src, m.dst, m.proto, f.id)).copied();
         match state.map(|s| s.outcome) {

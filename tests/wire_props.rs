@@ -83,7 +83,7 @@ fn sack_options(pre: usize, blocks: &[(u32, u32)]) -> Vec<u8> {
         o.extend(l.to_be_bytes());
         o.extend(r.to_be_bytes());
     }
-    while o.len() % 4 != 0 {
+    while !o.len().is_multiple_of(4) {
         o.push(0);
     }
     o
