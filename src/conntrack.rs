@@ -4,11 +4,14 @@
 //! "is this known" and "which way is it going" in one probe.
 //!
 //! A plain owned hash table with a seeded foldhash: each worker owns its
-//! table, so no locks on the per-frame path. IPv4 and IPv6 keys live in
-//! separate maps so an IPv4 key stays 14 bytes.
+//! table, so no locks on the per-frame path. The index stores only a 4-byte
+//! slot number per key (`hashbrown::HashTable`); the key itself is compared
+//! against the connection it points to, which the frame needs next anyway.
+//! That keeps the index at about 10 bytes per connection.
 
 use std::collections::HashMap;
 use std::hash::BuildHasher;
+
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use crate::config::{IfIndex, Timeouts};
@@ -100,8 +103,9 @@ pub struct Conn {
     pub reply: Tuple,
     pub state: State,
     pub expires: Nanos,
-    /// [interface the initiator is on, interface the responder is on].
-    pub ifaces: [IfIndex; 2],
+    /// [interface the initiator is on, interface the responder is on]
+    /// (`IfIndex` values, narrowed: a gateway has far fewer than 256).
+    pub ifaces: [u8; 2],
     /// Next-hop MAC for each direction ([toward the responder, toward the initiator]),
     /// learned from the frames themselves; all-zero while unknown.
     pub macs: [Mac; 2],
@@ -137,9 +141,14 @@ impl Conn {
     /// Egress interface for packets going in `dir`.
     pub fn egress(&self, dir: Dir) -> IfIndex {
         match dir {
-            Dir::Orig => self.ifaces[1],
-            Dir::Reply => self.ifaces[0],
+            Dir::Orig => self.ifaces[1] as IfIndex,
+            Dir::Reply => self.ifaces[0] as IfIndex,
         }
+    }
+
+    /// The interface on `side` 0 (initiator) or 1 (responder).
+    pub fn iface(&self, side: usize) -> IfIndex {
+        self.ifaces[side] as IfIndex
     }
 }
 
@@ -163,8 +172,8 @@ struct Key6 {
 type Slot = u32;
 
 pub struct Table {
-    v4: HashMap<Key4, Slot, foldhash::quality::SeedableRandomState>,
-    v6: HashMap<Key6, Slot, foldhash::quality::SeedableRandomState>,
+    index: hashbrown::HashTable<Slot>,
+    hasher: foldhash::quality::SeedableRandomState,
     conns: Vec<Option<Conn>>,
     free: Vec<ConnId>,
     live: usize,
@@ -179,10 +188,10 @@ pub enum Lookup {
 
 impl Table {
     pub fn new(seed: u64, capacity: usize) -> Table {
-        let hs = foldhash::quality::SeedableRandomState::with_seed(seed, foldhash::SharedSeed::global_fixed());
+        let hasher = foldhash::quality::SeedableRandomState::with_seed(seed, foldhash::SharedSeed::global_fixed());
         Table {
-            v4: HashMap::with_capacity_and_hasher(capacity, hs.clone()),
-            v6: HashMap::with_hasher(hs),
+            index: hashbrown::HashTable::with_capacity(capacity * 2),
+            hasher,
             conns: Vec::with_capacity(capacity),
             free: Vec::new(),
             live: 0,
@@ -206,11 +215,8 @@ impl Table {
 
     #[inline]
     pub fn lookup(&self, t: &Tuple) -> Option<(ConnId, Dir)> {
-        let slot = match (t.src, t.dst) {
-            (IpAddr::V4(s), IpAddr::V4(d)) => self.v4.get(&key4(s, d, t)).copied(),
-            (IpAddr::V6(s), IpAddr::V6(d)) => self.v6.get(&key6(s, d, t)).copied(),
-            _ => None,
-        }?;
+        let conns = &self.conns;
+        let slot = *self.index.find(hash_tuple(&self.hasher, t), |&s| slot_tuple(conns, s) == Some(t))?;
         let dir = if slot & 1 == 0 { Dir::Orig } else { Dir::Reply };
         Some((slot >> 1, dir))
     }
@@ -238,18 +244,23 @@ impl Table {
                 (self.conns.len() - 1) as ConnId
             }
         };
-        self.put_key(&conn.orig, (id << 1) | Dir::Orig as u32);
-        self.put_key(&conn.reply, (id << 1) | Dir::Reply as u32);
+        let (orig, reply) = (conn.orig, conn.reply);
         *self.per_source.entry(conn.orig.src).or_insert(0) += 1;
         self.conns[id as usize] = Some(conn);
+        self.put_key(&orig, (id << 1) | Dir::Orig as u32);
+        self.put_key(&reply, (id << 1) | Dir::Reply as u32);
         self.live += 1;
         id
     }
 
     pub fn remove(&mut self, id: ConnId) -> Option<Conn> {
-        let conn = self.conns.get_mut(id as usize)?.take()?;
-        self.del_key(&conn.orig);
-        self.del_key(&conn.reply);
+        let (orig, reply) = {
+            let c = self.conns.get(id as usize)?.as_ref()?;
+            (c.orig, c.reply)
+        };
+        self.del_key(&orig, id << 1);
+        self.del_key(&reply, (id << 1) | 1);
+        let conn = self.conns[id as usize].take()?;
         if let Some(n) = self.per_source.get_mut(&conn.orig.src) {
             *n -= 1;
             if *n == 0 {
@@ -289,40 +300,42 @@ impl Table {
 
     /// Approximate heap bytes held (for the memory-per-connection benchmark).
     pub fn heap_bytes(&self) -> usize {
-        fn map_bytes<K, V, S>(m: &HashMap<K, V, S>) -> usize {
-            // hashbrown: buckets of (K, V) plus one control byte each.
-            let buckets = (m.capacity() * 8 / 7).next_power_of_two();
-            buckets * (std::mem::size_of::<(K, V)>() + 1)
-        }
-        map_bytes(&self.v4)
-            + map_bytes(&self.v6)
-            + map_bytes(&self.per_source)
+        // hashbrown: one slot value plus one control byte per bucket.
+        let buckets = (self.index.capacity() * 8 / 7).next_power_of_two();
+        let per_source = (self.per_source.capacity() * 8 / 7).next_power_of_two() * (std::mem::size_of::<(IpAddr, u32)>() + 1);
+        buckets * (std::mem::size_of::<Slot>() + 1)
+            + per_source
             + self.conns.capacity() * std::mem::size_of::<Option<Conn>>()
             + self.free.capacity() * 4
     }
 
     fn put_key(&mut self, t: &Tuple, slot: Slot) {
-        match (t.src, t.dst) {
-            (IpAddr::V4(s), IpAddr::V4(d)) => {
-                self.v4.insert(key4(s, d, t), slot);
-            }
-            (IpAddr::V6(s), IpAddr::V6(d)) => {
-                self.v6.insert(key6(s, d, t), slot);
-            }
-            _ => debug_assert!(false, "mixed-family tuple"),
-        }
+        let (conns, hasher) = (&self.conns, &self.hasher);
+        let h = hash_tuple(hasher, t);
+        self.index.insert_unique(h, slot, |&s| slot_tuple(conns, s).map_or(0, |t| hash_tuple(hasher, t)));
     }
 
-    fn del_key(&mut self, t: &Tuple) {
-        match (t.src, t.dst) {
-            (IpAddr::V4(s), IpAddr::V4(d)) => {
-                self.v4.remove(&key4(s, d, t));
-            }
-            (IpAddr::V6(s), IpAddr::V6(d)) => {
-                self.v6.remove(&key6(s, d, t));
-            }
-            _ => {}
+    fn del_key(&mut self, t: &Tuple, slot: Slot) {
+        if let Ok(e) = self.index.find_entry(hash_tuple(&self.hasher, t), |&s| s == slot) {
+            e.remove();
         }
+    }
+}
+
+/// The tuple a slot stands for: its connection's orig or reply key.
+#[inline]
+fn slot_tuple(conns: &[Option<Conn>], slot: Slot) -> Option<&Tuple> {
+    let c = conns.get((slot >> 1) as usize)?.as_ref()?;
+    Some(if slot & 1 == 0 { &c.orig } else { &c.reply })
+}
+
+#[inline]
+fn hash_tuple(hasher: &foldhash::quality::SeedableRandomState, t: &Tuple) -> u64 {
+    match (t.src, t.dst) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => hasher.hash_one(key4(s, d, t)),
+        (IpAddr::V6(s), IpAddr::V6(d)) => hasher.hash_one(key6(s, d, t)),
+        // Mixed families never match a connection; any hash will do.
+        _ => 0,
     }
 }
 
@@ -336,11 +349,6 @@ fn key6(s: Ipv6Addr, d: Ipv6Addr, t: &Tuple) -> Key6 {
     Key6 { src: s.octets(), dst: d.octets(), ports: [t.sport, t.dport], proto: t.proto }
 }
 
-// Keep the hasher type nameable for callers that build their own maps.
-pub type Hasher = foldhash::quality::SeedableRandomState;
-pub fn hasher(seed: u64) -> impl BuildHasher + Clone {
-    foldhash::quality::SeedableRandomState::with_seed(seed, foldhash::SharedSeed::global_fixed())
-}
 
 /// Serial-number comparison (RFC 1982) for 32-bit sequence numbers.
 #[inline]

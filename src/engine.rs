@@ -184,11 +184,11 @@ impl Engine {
                 if c.parent.is_some() {
                     return false; // data connections live and die with their pinhole's decision
                 }
-                if c.ifaces.iter().any(|&i| i >= n_if) {
+                if c.ifaces.iter().any(|&i| i as usize >= n_if) {
                     return true;
                 }
                 let (_, dep) = c.translation(Dir::Orig);
-                let flow = Flow { from: c.ifaces[0], to: c.ifaces[1], src: c.orig.src, dst: dep.dst, proto: c.orig.proto, dport: dep.dport };
+                let flow = Flow { from: c.iface(0), to: c.iface(1), src: c.orig.src, dst: dep.dst, proto: c.orig.proto, dport: dep.dport };
                 policy::evaluate(&self.config.policy, &flow).action == crate::config::Action::Deny
             })
             .map(|(id, _)| id)
@@ -564,25 +564,25 @@ impl Engine {
         let mut frames = Vec::new();
         if let Some(seq) = client_seq {
             let f = build::tcp_rst(
-                self.macs[conn.ifaces[0]],
+                self.macs[conn.iface(0)],
                 mac_or(conn.macs[1]),
                 (conn.orig.dst, conn.orig.dport),
                 (conn.orig.src, conn.orig.sport),
                 seq,
                 None,
             );
-            frames.push((conn.ifaces[0], f));
+            frames.push((conn.iface(0), f));
         }
         if let Some(seq) = server_seq {
             let f = build::tcp_rst(
-                self.macs[conn.ifaces[1]],
+                self.macs[conn.iface(1)],
                 mac_or(conn.macs[0]),
                 (conn.reply.dst, conn.reply.dport),
                 (conn.reply.src, conn.reply.sport),
                 seq,
                 None,
             );
-            frames.push((conn.ifaces[1], f));
+            frames.push((conn.iface(1), f));
         }
         for (i, f) in &frames {
             cx.transmit(*i, f);
@@ -769,7 +769,7 @@ impl Engine {
             reply,
             state: if m.proto == PROTO_TCP { State::SynSent } else { State::New },
             expires: now.saturating_add(self.timeout_for(m.proto)),
-            ifaces: [ingress, egress],
+            ifaces: [ingress as u8, egress as u8],
             macs: [self.next_hop_mac(egress, next_hop).unwrap_or([0; 6]), m.eth_src],
             tcp: [TcpDir::default(); 2],
             alg: None,
@@ -862,7 +862,6 @@ impl Engine {
                 src = (public, port);
             }
         }
-        let _ = ingress;
         self.create_conn(cx, ingress, hop.iface, hop.next_hop, frame, m, src, dst, Some(pin.control))
     }
 
@@ -893,7 +892,7 @@ impl Engine {
             reply: orig.reversed(),
             state: State::Established,
             expires: now.saturating_add(self.config.timeouts.tcp_established),
-            ifaces: [client_side, server_side],
+            ifaces: [client_side as u8, server_side as u8],
             macs: [[0; 6]; 2],
             tcp: [TcpDir::default(); 2],
             alg: None,
@@ -1267,8 +1266,8 @@ fn end_event(cfg: &Config, conn: &Conn, reason: EndReason) -> EventKind {
         protocol: proto_name(conn.orig.proto),
         src: (conn.orig.src, conn.orig.sport).into(),
         dst: (conn.orig.dst, conn.orig.dport).into(),
-        from: cfg.interfaces[conn.ifaces[0]].name.clone(),
-        to: cfg.interfaces[conn.ifaces[1]].name.clone(),
+        from: cfg.interfaces[conn.iface(0)].name.clone(),
+        to: cfg.interfaces[conn.iface(1)].name.clone(),
         reason,
     }
 }

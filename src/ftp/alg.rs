@@ -636,7 +636,7 @@ impl FtpSession {
             _ => (ip, port, conn.dnat(Dir::Orig).map(|(_, _)| conn.orig.dst)),
         };
         let key = (address, public_port);
-        let opened = self.open_pinhole(cx, key, server_seen, (ip, port), snat, conn.ifaces[1]);
+        let opened = self.open_pinhole(cx, key, server_seen, (ip, port), snat, conn.iface(1));
         if !opened {
             let why = format!("{verb}: {address}:{public_port} is already expected by another session");
             return self.refuse(cx, start, old_len, DropReason::Limit, why);
@@ -805,7 +805,7 @@ impl FtpSession {
         // A masqueraded client's data connection leaves with the control connection's public address.
         let snat = conn.snat(Dir::Orig).map(|(ip, _)| ip);
         let key = (address, public_port);
-        if !self.open_pinhole(cx, key, client_seen, (target, port), snat, conn.ifaces[0]) {
+        if !self.open_pinhole(cx, key, client_seen, (target, port), snat, conn.iface(0)) {
             let detail = format!("{address}:{public_port} is already expected by another session");
             cx.events.push(drop_event(self.session, DropReason::Limit, detail));
             return None;
