@@ -7,7 +7,8 @@
 
 use std::net::IpAddr;
 
-/// One's-complement sum of `data` as big-endian 16-bit words, unfolded.
+/// One's-complement sum of `data` as big-endian 16-bit words (plus `initial`),
+/// returned folded to 16 bits but not complemented, so callers can keep adding.
 /// An odd trailing byte is padded with zero (RFC 1071).
 pub fn sum(data: &[u8], initial: u32) -> u32 {
     // 32-bit big-endian chunks into a 64-bit accumulator: 2^16 ≡ 1 (mod 0xFFFF),
@@ -26,8 +27,10 @@ pub fn sum(data: &[u8], initial: u32) -> u32 {
     if i < rest.len() {
         acc += (rest[i] as u64) << 8;
     }
-    while acc >> 32 != 0 {
-        acc = (acc & 0xffff_ffff) + (acc >> 32);
+    // Fold all the way to 16 bits (plus carry): callers add small terms to
+    // the result, which must not overflow a u32.
+    while acc >> 16 != 0 {
+        acc = (acc & 0xffff) + (acc >> 16);
     }
     acc as u32
 }
@@ -257,6 +260,28 @@ mod tests {
         let n6 = IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0xffff, 0, 0, 0, 0xabcd, 2));
         let c = transport(s6, s6, 58, &seg, 2);
         assert_eq!(update_addr(c, s6, n6), transport(n6, s6, 58, &seg, 2));
+    }
+
+    #[test]
+    fn extreme_addresses_do_not_overflow() {
+        let ones = IpAddr::V4(Ipv4Addr::BROADCAST);
+        let seg = [0xffu8; 21];
+        let c = transport(ones, ones, 17, &seg, 6);
+        // Reference: plain word sum of pseudo-header + segment (checksum field zero).
+        let mut r: u64 = 4 * 0xffff + 17 + 21;
+        for (i, c) in seg.chunks(2).enumerate() {
+            if i != 3 {
+                r += u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]) as u64;
+            }
+        }
+        while r >> 16 != 0 {
+            r = (r & 0xffff) + (r >> 16);
+        }
+        assert_eq!(c, !(r as u16));
+        // Four 0xFFFF words plus an initial u32::MAX (≡ 0xFFFF + 0xFFFF) is 6 × 0xFFFF ≡ 0xFFFF.
+        assert_eq!(fold(sum(&[0xff; 8], u32::MAX)), 0xffff);
+        let six = IpAddr::V6(Ipv6Addr::from([0xff; 16]));
+        let _ = transport(six, six, 58, &[0xff; 64], 2);
     }
 
     #[test]

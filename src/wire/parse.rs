@@ -169,22 +169,18 @@ pub(crate) fn is_echo(v6: bool, ty: u8) -> bool {
 
 /// Parse an Ethernet frame. Never panics, never allocates.
 pub fn parse_frame(frame: &[u8]) -> FrameKind {
-    match parse(frame) {
-        Ok(k) => k,
-        Err(why) => FrameKind::Malformed(why),
-    }
-}
-
-fn parse(f: &[u8]) -> Res<FrameKind> {
+    // Written so the `Meta` is built once, in the returned value: on this
+    // per-frame path, copying a 200-byte struct around is a real cost.
+    let f = frame;
     if f.len() < 14 {
-        return Err("short ethernet header");
+        return FrameKind::Malformed("short ethernet header");
     }
     let mut et = be16(f, 12);
     let mut off = 14;
     let mut vlan = None;
     if et == ETHERTYPE_QINQ {
         if f.len() < off + 4 {
-            return Err("short vlan tag");
+            return FrameKind::Malformed("short vlan tag");
         }
         vlan = Some(be16(f, off) & 0x0fff);
         et = be16(f, off + 2);
@@ -192,21 +188,22 @@ fn parse(f: &[u8]) -> Res<FrameKind> {
     }
     if et == ETHERTYPE_VLAN {
         if f.len() < off + 4 {
-            return Err("short vlan tag");
+            return FrameKind::Malformed("short vlan tag");
         }
         // With 802.1ad + 802.1Q the customer tag (inner) is the one we report.
         vlan = Some(be16(f, off) & 0x0fff);
         et = be16(f, off + 2);
         off += 4;
     }
-    if et == ETHERTYPE_VLAN || et == ETHERTYPE_QINQ {
-        return Err("too many vlan tags");
-    }
     match et {
-        ETHERTYPE_IPV4 => ipv4(f, off, vlan).map(FrameKind::Ip),
-        ETHERTYPE_IPV6 => ipv6(f, off, vlan).map(FrameKind::Ip),
-        ETHERTYPE_ARP => arp(f, off).map(FrameKind::Arp),
-        _ => Ok(FrameKind::Other { ethertype: et }),
+        ETHERTYPE_IPV4 => ipv4(f, off, vlan),
+        ETHERTYPE_IPV6 => ipv6(f, off, vlan),
+        ETHERTYPE_ARP => match arp(f, off) {
+            Ok(a) => FrameKind::Arp(a),
+            Err(why) => FrameKind::Malformed(why),
+        },
+        ETHERTYPE_VLAN | ETHERTYPE_QINQ => FrameKind::Malformed("too many vlan tags"),
+        _ => FrameKind::Other { ethertype: et },
     }
 }
 
@@ -227,93 +224,105 @@ fn arp(f: &[u8], off: usize) -> Res<Arp> {
     })
 }
 
-fn blank_meta(f: &[u8], vlan: Option<u16>, l3: usize, v6: bool, src: IpAddr, dst: IpAddr) -> Meta {
-    Meta {
+/// Finish an IP frame: parse the L4 header into the meta inside `k` unless
+/// `skip_l4` (later fragment, ESP...).
+#[inline(always)]
+fn finish(mut k: FrameKind, f: &[u8], skip_l4: bool) -> FrameKind {
+    if skip_l4 {
+        return k;
+    }
+    if let FrameKind::Ip(m) = &mut k {
+        if let Err(why) = l4(f, m) {
+            return FrameKind::Malformed(why);
+        }
+    }
+    k
+}
+
+#[inline(always)]
+fn ipv4(f: &[u8], l3: usize, vlan: Option<u16>) -> FrameKind {
+    if f.len() < l3 + 20 {
+        return FrameKind::Malformed("short ipv4 header");
+    }
+    if f[l3] >> 4 != 4 {
+        return FrameKind::Malformed("bad ip version");
+    }
+    let ihl = ((f[l3] & 0x0f) as usize) * 4;
+    if ihl < 20 {
+        return FrameKind::Malformed("bad ipv4 header length");
+    }
+    if f.len() < l3 + ihl {
+        return FrameKind::Malformed("short ipv4 header");
+    }
+    let total = be16(f, l3 + 2) as usize;
+    if total < ihl {
+        return FrameKind::Malformed("bad ipv4 total length");
+    }
+    if f.len() < l3 + total {
+        return FrameKind::Malformed("ipv4 length exceeds frame");
+    }
+    let fo = be16(f, l3 + 6);
+    let more = fo & 0x2000 != 0;
+    let offset = (fo & 0x1fff) << 3;
+    let frag = if more || offset != 0 { Some(Frag { id: be16(f, l3 + 4) as u32, offset, more }) } else { None };
+    let k = FrameKind::Ip(Meta {
         eth_dst: mac(f, 0),
         eth_src: mac(f, 6),
         vlan,
         l3,
-        v6,
-        src,
-        dst,
-        ttl: 0,
-        proto: 0,
-        ip_len: 0,
-        l4: 0,
-        l4_len: 0,
-        frag: None,
+        v6: false,
+        src: v4addr(f, l3 + 12),
+        dst: v4addr(f, l3 + 16),
+        ttl: f[l3 + 8],
+        proto: f[l3 + 9],
+        ip_len: total,
+        l4: l3 + ihl,
+        l4_len: total - ihl,
+        frag,
         sport: 0,
         dport: 0,
         tcp: None,
         icmp: None,
-    }
+    });
+    finish(k, f, offset != 0)
 }
 
-fn ipv4(f: &[u8], l3: usize, vlan: Option<u16>) -> Res<Meta> {
-    if f.len() < l3 + 20 {
-        return Err("short ipv4 header");
-    }
-    if f[l3] >> 4 != 4 {
-        return Err("bad ip version");
-    }
-    let ihl = ((f[l3] & 0x0f) as usize) * 4;
-    if ihl < 20 {
-        return Err("bad ipv4 header length");
-    }
-    if f.len() < l3 + ihl {
-        return Err("short ipv4 header");
-    }
-    let total = be16(f, l3 + 2) as usize;
-    if total < ihl {
-        return Err("bad ipv4 total length");
-    }
-    if f.len() < l3 + total {
-        return Err("ipv4 length exceeds frame");
-    }
-    let mut m = blank_meta(f, vlan, l3, false, v4addr(f, l3 + 12), v4addr(f, l3 + 16));
-    m.ttl = f[l3 + 8];
-    m.proto = f[l3 + 9];
-    m.ip_len = total;
-    m.l4 = l3 + ihl;
-    m.l4_len = total - ihl;
-    let fo = be16(f, l3 + 6);
-    let more = fo & 0x2000 != 0;
-    let offset = (fo & 0x1fff) << 3;
-    if more || offset != 0 {
-        m.frag = Some(Frag { id: be16(f, l3 + 4) as u32, offset, more });
-        if offset != 0 {
-            return Ok(m);
-        }
-    }
-    l4(f, &mut m)?;
-    Ok(m)
-}
-
-fn ipv6(f: &[u8], l3: usize, vlan: Option<u16>) -> Res<Meta> {
+fn ipv6(f: &[u8], l3: usize, vlan: Option<u16>) -> FrameKind {
     if f.len() < l3 + 40 {
-        return Err("short ipv6 header");
+        return FrameKind::Malformed("short ipv6 header");
     }
     if f[l3] >> 4 != 6 {
-        return Err("bad ip version");
+        return FrameKind::Malformed("bad ip version");
     }
     let plen = be16(f, l3 + 4) as usize;
     let end = l3 + 40 + plen;
     if f.len() < end {
-        return Err("ipv6 length exceeds frame");
+        return FrameKind::Malformed("ipv6 length exceeds frame");
     }
-    let mut m = blank_meta(f, vlan, l3, true, v6addr(f, l3 + 8), v6addr(f, l3 + 24));
-    m.ttl = f[l3 + 7];
-    m.ip_len = 40 + plen;
-    let w = walk_v6(f, l3 + 40, end, f[l3 + 6])?;
-    m.proto = w.proto;
-    m.l4 = w.l4;
-    m.l4_len = end - w.l4;
-    m.frag = w.frag;
-    if w.later || !w.upper {
-        return Ok(m);
-    }
-    l4(f, &mut m)?;
-    Ok(m)
+    let w = match walk_v6(f, l3 + 40, end, f[l3 + 6]) {
+        Ok(w) => w,
+        Err(why) => return FrameKind::Malformed(why),
+    };
+    let k = FrameKind::Ip(Meta {
+        eth_dst: mac(f, 0),
+        eth_src: mac(f, 6),
+        vlan,
+        l3,
+        v6: true,
+        src: v6addr(f, l3 + 8),
+        dst: v6addr(f, l3 + 24),
+        ttl: f[l3 + 7],
+        proto: w.proto,
+        ip_len: 40 + plen,
+        l4: w.l4,
+        l4_len: end - w.l4,
+        frag: w.frag,
+        sport: 0,
+        dport: 0,
+        tcp: None,
+        icmp: None,
+    });
+    finish(k, f, w.later || !w.upper)
 }
 
 struct V6Walk {
@@ -376,7 +385,7 @@ fn walk_v6(f: &[u8], mut pos: usize, end: usize, mut nh: u8) -> Res<V6Walk> {
 }
 
 /// Fill in ports, TCP and ICMP details from the L4 header at `m.l4`.
-#[inline]
+#[inline(always)]
 fn l4(f: &[u8], m: &mut Meta) -> Res<()> {
     let at = m.l4;
     let avail = m.l4_len;
@@ -416,24 +425,30 @@ fn l4(f: &[u8], m: &mut Meta) -> Res<()> {
             m.sport = be16(f, at);
             m.dport = be16(f, at + 2);
         }
-        PROTO_ICMP | PROTO_ICMPV6 if (m.proto == PROTO_ICMPV6) == m.v6 => {
-            if avail < 8 {
-                return Err("short icmp header");
-            }
-            let ty = f[at];
-            let mut info = IcmpInfo { ty, code: f[at + 1], echo_id: None, inner: None };
-            if is_echo(m.v6, ty) {
-                let id = be16(f, at + 4);
-                info.echo_id = Some(id);
-                m.sport = id;
-                m.dport = id;
-            } else if is_icmp_error(m.v6, ty) {
-                info.inner = inner(f, at + 8, at + avail, m.v6).map(|(i, _)| i);
-            }
-            m.icmp = Some(info);
-        }
+        PROTO_ICMP | PROTO_ICMPV6 if (m.proto == PROTO_ICMPV6) == m.v6 => icmp(f, m)?,
         _ => {}
     }
+    Ok(())
+}
+
+// Kept out of line so the TCP/UDP path stays small.
+#[inline(never)]
+fn icmp(f: &[u8], m: &mut Meta) -> Res<()> {
+    let (at, avail) = (m.l4, m.l4_len);
+    if avail < 8 {
+        return Err("short icmp header");
+    }
+    let ty = f[at];
+    let mut info = IcmpInfo { ty, code: f[at + 1], echo_id: None, inner: None };
+    if is_echo(m.v6, ty) {
+        let id = be16(f, at + 4);
+        info.echo_id = Some(id);
+        m.sport = id;
+        m.dport = id;
+    } else if is_icmp_error(m.v6, ty) {
+        info.inner = inner(f, at + 8, at + avail, m.v6).map(|(i, _)| i);
+    }
+    m.icmp = Some(info);
     Ok(())
 }
 

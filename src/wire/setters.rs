@@ -121,14 +121,39 @@ fn set_ip(frame: &mut [u8], meta: &mut Meta, ip: IpAddr, dst: bool) {
     if !meta.v6 {
         fix(frame, l3 + 10, &d, false);
     }
+    // In transit through a routing header the pseudo-header holds the final
+    // destination (RFC 8200 §8.1), not the address being rewritten.
+    let routed = dst && meta.v6 && in_transit_routing(frame, meta);
     if let Some((at, true, udp)) = l4_csum(meta) {
-        fix(frame, at, &d, udp);
+        if !routed {
+            fix(frame, at, &d, udp);
+        }
     }
     if dst {
         meta.dst = ip;
     } else {
         meta.src = ip;
     }
+}
+
+/// An IPv6 routing header with segments left, before the L4 header.
+fn in_transit_routing(frame: &[u8], meta: &Meta) -> bool {
+    if meta.l4 <= meta.l3 + 40 {
+        return false;
+    }
+    let (mut nh, mut pos) = (frame.get(meta.l3 + 6).copied().unwrap_or(59), meta.l3 + 40);
+    while pos + 4 <= meta.l4 && pos + 4 <= frame.len() {
+        let len = match nh {
+            43 if frame[pos + 3] != 0 => return true,
+            0 | 43 | 60 => (frame[pos + 1] as usize + 1) * 8,
+            51 => (frame[pos + 1] as usize + 2) * 4,
+            44 => 8,
+            _ => return false,
+        };
+        nh = frame[pos];
+        pos += len;
+    }
+    false
 }
 
 pub fn set_src_ip(frame: &mut [u8], meta: &mut Meta, ip: IpAddr) {
@@ -536,6 +561,33 @@ pub(crate) mod tests {
         set_tcp_ack(&mut f, &mut m, 1);
         verify(&f, &m);
         assert_eq!((m.ttl, m.dport), (63, 10021));
+    }
+
+    #[test]
+    fn routing_header_in_transit_keeps_l4_checksum_on_dst_change() {
+        // Segment routing header, segments left 1, final destination inside it.
+        let mut rh = vec![6, 2, 4, 1, 0, 0, 0, 0];
+        rh.extend(crate::wire::parse::tests::B6);
+        let seg = tcp(1, 2, &[], b"x");
+        let mut f = [eth(0x86dd), ip6(43, &[rh.clone(), seg].concat())].concat();
+        let m0 = parse(&f);
+        let final_dst = IpAddr::from(crate::wire::parse::tests::B6);
+        let c = transport(m0.src, final_dst, 6, &f[m0.l4..], 16);
+        f[m0.l4 + 16..m0.l4 + 18].copy_from_slice(&c.to_be_bytes());
+        let mut m = parse(&f);
+        set_dst_ip(&mut f, &mut m, v6(1));
+        assert_eq!(rd(&f, m.l4 + 16), c);
+        assert_eq!(parse(&f), m);
+        // A source change still counts.
+        set_src_ip(&mut f, &mut m, v6(2));
+        assert_eq!(rd(&f, m.l4 + 16), transport(v6(2), final_dst, 6, &f[m.l4..], 16));
+        // With no segments left the header's destination is the final one.
+        f[14 + 40 + 3] = 0;
+        let mut m = parse(&f);
+        let c = transport(m.src, m.dst, 6, &f[m.l4..], 16);
+        f[m.l4 + 16..m.l4 + 18].copy_from_slice(&c.to_be_bytes());
+        set_dst_ip(&mut f, &mut m, v6(9));
+        assert_eq!(rd(&f, m.l4 + 16), transport(m.src, v6(9), 6, &f[m.l4..], 16));
     }
 
     #[test]
