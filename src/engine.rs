@@ -1238,27 +1238,21 @@ fn apply_translation(frame: &mut [u8], m: &mut Meta, conn: &Conn, dir: Dir) {
         return;
     }
     let (_, dep) = conn.translation(dir);
-    let echo = m.icmp.is_some();
-    if m.src != dep.src {
-        setters::set_src_ip(frame, m, dep.src);
-    }
-    if m.dst != dep.dst {
-        setters::set_dst_ip(frame, m, dep.dst);
-    }
-    if echo {
+    if m.icmp.is_some() {
         // One identifier, carried in the tuple as both ports.
+        if m.src != dep.src {
+            setters::set_src_ip(frame, m, dep.src);
+        }
+        if m.dst != dep.dst {
+            setters::set_dst_ip(frame, m, dep.dst);
+        }
         let id = if dir == Dir::Orig { dep.sport } else { dep.dport };
         if m.sport != id {
             setters::set_src_port(frame, m, id);
         }
         return;
     }
-    if m.sport != dep.sport {
-        setters::set_src_port(frame, m, dep.sport);
-    }
-    if m.dport != dep.dport {
-        setters::set_dst_port(frame, m, dep.dport);
-    }
+    setters::translate(frame, m, (dep.src, dep.sport), (dep.dst, dep.dport));
 }
 
 fn end_event(cfg: &Config, conn: &Conn, reason: EndReason) -> EventKind {

@@ -58,6 +58,8 @@ enum Op {
     InnerSport(u16),
     InnerDport(u16),
     Replace(usize, usize, Vec<u8>),
+    /// The NAT fast path: both addresses and ports at once.
+    Translate([u8; 16], u16, [u8; 16], u16),
 }
 
 fn ip(v6: bool, a: [u8; 16]) -> IpAddr {
@@ -243,6 +245,18 @@ fn apply(f: &mut Vec<u8>, m: &mut Meta, md: &mut Model, s: &Spec, op: &Op) {
                 } else {
                     md.sport = *p;
                 }
+            }
+        }
+        Op::Translate(a, sp, b, dp) => {
+            setters::translate(f, m, (ip(s.v6, *a), *sp), (ip(s.v6, *b), *dp));
+            md.src = ip(s.v6, *a);
+            md.dst = ip(s.v6, *b);
+            if echo {
+                md.sport = *dp;
+                md.dport = *dp;
+            } else if !err {
+                md.sport = *sp;
+                md.dport = *dp;
             }
         }
         Op::Seq(v) => {
@@ -499,6 +513,7 @@ fn arb_op() -> impl Strategy<Value = Op> {
         any::<u16>().prop_map(Op::InnerSport),
         any::<u16>().prop_map(Op::InnerDport),
         (any::<usize>(), any::<usize>(), prop::collection::vec(any::<u8>(), 0..60)).prop_map(|(a, b, n)| Op::Replace(a, b, n)),
+        (arb_addr(), any::<u16>(), arb_addr(), any::<u16>()).prop_map(|(a, sp, b, dp)| Op::Translate(a, sp, b, dp)),
     ]
 }
 
