@@ -56,11 +56,11 @@ Examples:
   ftpgate run -c /etc/ftpgate/gateway.yaml
   ftpgate run -c gw.yaml --events /var/log/ftpgate/events.jsonl --log-format json
   kill -HUP $(pidof ftpgate)        reload the configuration
-  curl --unix-socket /run/ftpgate.sock http://ftpgate/metrics";
+  curl --unix-socket /run/ftpgate/ftpgate.sock http://ftpgate/metrics";
 
 const SESSIONS_HELP: &str = "\
 Asks the running gateway's admin endpoint (the configuration's `admin: {listen: ...}`,
-default unix:/run/ftpgate.sock) for its connections, NAT mappings and FTP pinholes.
+default unix:/run/ftpgate/ftpgate.sock) for its connections, NAT mappings and FTP pinholes.
 
 Examples:
   ftpgate sessions
@@ -136,7 +136,7 @@ enum Command {
         /// Find the admin endpoint in this configuration
         #[arg(short, long, value_name = "CONFIG", conflicts_with = "admin")]
         config: Option<PathBuf>,
-        /// The admin endpoint: unix:/PATH or 127.0.0.1:PORT [default: unix:/run/ftpgate.sock]
+        /// The admin endpoint: unix:/PATH or 127.0.0.1:PORT [default: unix:/run/ftpgate/ftpgate.sock]
         #[arg(long, value_name = "ADDR")]
         admin: Option<String>,
     },

@@ -1158,7 +1158,10 @@ fn operations(cx: &mut Ctx, admin: Option<&SNode>, log: Option<&SNode>) -> Opera
     let mut out = Operations::default();
     if let Some(f) = admin.and_then(|n| fields(cx, n, "admin", "admin", ADMIN_KEYS)) {
         if let Some(n) = f.get("listen") {
-            if let Some(l) = with_str(cx, n, &f.path("listen"), "a listen address", admin_listen) {
+            // YAML 1.1 readers turn a bare `off` into false; both mean off.
+            if matches!(n.value, Node::Bool(false)) {
+                out.admin = AdminListen::Off;
+            } else if let Some(l) = with_str(cx, n, &f.path("listen"), "a listen address", admin_listen) {
                 out.admin = l;
             }
         }
@@ -1188,7 +1191,7 @@ fn operations(cx: &mut Ctx, admin: Option<&SNode>, log: Option<&SNode>) -> Opera
     out
 }
 
-/// `unix:/run/ftpgate.sock`, `127.0.0.1:9180`, `"[::1]:9180"` or `off`.
+/// `unix:/run/ftpgate/ftpgate.sock`, `127.0.0.1:9180`, `"[::1]:9180"` or `off`.
 pub(crate) fn admin_listen(text: &str) -> Result<AdminListen, String> {
     let t = text.trim();
     if t == "off" {
@@ -1196,7 +1199,7 @@ pub(crate) fn admin_listen(text: &str) -> Result<AdminListen, String> {
     }
     if let Some(path) = t.strip_prefix("unix:") {
         if !path.starts_with('/') {
-            return Err(format!("'{text}': the socket path must be absolute, e.g. unix:/run/ftpgate.sock"));
+            return Err(format!("'{text}': the socket path must be absolute, e.g. unix:/run/ftpgate/ftpgate.sock"));
         }
         return Ok(AdminListen::Unix(path.into()));
     }

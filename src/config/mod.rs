@@ -186,7 +186,7 @@ pub enum AdminListen {
 }
 
 /// The admin endpoint's default: a Unix socket only root can reach.
-pub const DEFAULT_ADMIN_SOCKET: &str = "/run/ftpgate.sock";
+pub const DEFAULT_ADMIN_SOCKET: &str = "/run/ftpgate/ftpgate.sock";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LogFormat {

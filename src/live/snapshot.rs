@@ -64,6 +64,9 @@ pub struct TxCounters {
     /// EMSGSIZE: larger than the device MTU.
     pub oversized: u64,
     pub errors: u64,
+    /// Received unicast frames addressed to another host's MAC (seen only
+    /// because capture is promiscuous): not processed.
+    pub ignored: u64,
 }
 
 /// The worker's counters as of its last publication.
@@ -146,6 +149,10 @@ pub fn render_metrics(m: &Metrics, ifaces: &[IfaceLabel], rx: &[&RxCounters], pr
     family(&mut o, "bytes_transmitted_total", "counter", "Bytes sent on each device.");
     for (i, t) in m.tx.iter().enumerate().take(ifaces.len()) {
         let _ = writeln!(o, "ftpgate_bytes_transmitted_total{{{}}} {}", label(i), t.bytes);
+    }
+    family(&mut o, "frames_ignored_total", "counter", "Unicast frames addressed to other hosts' MACs (promiscuous capture): not processed.");
+    for (i, t) in m.tx.iter().enumerate().take(ifaces.len()) {
+        let _ = writeln!(o, "ftpgate_frames_ignored_total{{{}}} {}", label(i), t.ignored);
     }
     family(&mut o, "device_errors_total", "counter", "Receive and transmit errors other than oversized frames.");
     for (i, r) in rx.iter().enumerate() {

@@ -218,7 +218,16 @@ impl Worker {
 
     pub fn frames(&mut self, iface: IfIndex, batch: &Batch) {
         let now = self.clock.now();
+        let ours = self.engine.mac(iface);
         for f in batch.iter() {
+            // Promiscuous capture also sees unicast between other hosts on a
+            // flooded segment: not addressed to the gateway, not its to route.
+            if f.len() >= 6 && f[0] & 1 == 0 && f[0..6] != ours {
+                if let Some(c) = self.sink.counters.get_mut(iface) {
+                    c.ignored += 1;
+                }
+                continue;
+            }
             self.packet += 1;
             self.frame.clear();
             self.frame.extend_from_slice(f);
