@@ -204,7 +204,7 @@ check "SIGTERM: summary logged" grep -q "stopped: frames" "$W/ftpgate.log"
 ip netns exec "$NSG" ethtool -K veth-gw-in gro on >/dev/null 2>&1
 ip -n "$NSC" link set eth0 mtu 9000
 ip -n "$NSG" link set veth-gw-in mtu 9000
-ip netns exec "$NSG" "$BIN" run -c "$CFG" >"$W/ftpgate-offload.log" 2>&1 </dev/null &
+ip netns exec "$NSG" "$BIN" run -c "$CFG" --log-format json >"$W/ftpgate-offload.log" 2>&1 </dev/null &
 GW_PID=$!
 for _ in $(seq 50); do [[ $(admin /healthz 2>/dev/null) == ok ]] && break; sleep 0.1; done
 check "GRO on: start-up warning with the ethtool command" grep -q 'ethtool -K veth-gw-in gro off gso off tso off tx off' "$W/ftpgate-offload.log"
@@ -215,6 +215,10 @@ check "oversized frames dropped and counted ($big), process alive" test "${big:-
 check "oversized frames: warning logged" grep -q 'larger than MTU 1500' "$W/ftpgate-offload.log"
 kill -TERM "$GW_PID"; rc=0; wait "$GW_PID" || rc=$?; GW_PID=""
 check "after oversized frames: SIGTERM still exits 0" test $rc -eq 0
+check "--log-format json: every stderr line is a JSON object" "$PY" -c '
+import json, sys
+lines = open(sys.argv[1]).read().splitlines()
+assert lines and all(isinstance(json.loads(l), dict) for l in lines)' "$W/ftpgate-offload.log"
 ip netns exec "$NSG" ethtool -K veth-gw-in gro off >/dev/null 2>&1
 ip -n "$NSC" link set eth0 mtu 1500
 ip -n "$NSG" link set veth-gw-in mtu 1500
