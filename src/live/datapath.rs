@@ -55,6 +55,17 @@ pub trait LinkRx: Send {
 /// The transmitting half of one device.
 pub trait LinkTx: Send {
     fn send(&mut self, frame: &[u8]) -> io::Result<()>;
+
+    /// Send every frame of `batch` in order; `failed` is told the index and
+    /// error of each frame that could not be sent. Backends override this to
+    /// send many frames per system call.
+    fn send_batch(&mut self, batch: &Batch, failed: &mut dyn FnMut(usize, io::Error)) {
+        for (i, f) in batch.iter().enumerate() {
+            if let Err(e) = self.send(f) {
+                failed(i, e);
+            }
+        }
+    }
 }
 
 /// One opened device.
@@ -99,7 +110,7 @@ impl Datapath for PnetDatapath {
         match pnet_datalink::channel(&ifc, cfg)? {
             pnet_datalink::Channel::Ethernet(tx, rx) => Ok(Link {
                 rx: Box::new(PnetRx::new(Some(rx), fd, max_frame)),
-                tx: Box::new(PnetTx { tx, fd }),
+                tx: Box::new(PnetTx { tx: Some(tx), fd }),
                 mac,
             }),
             _ => Err(io::Error::other("pnet returned a non-Ethernet channel")),
@@ -227,8 +238,18 @@ impl LinkRx for PnetRx {
 /// socket buffer is full does it fall back to pnet's poll-then-send (which
 /// waits up to the write timeout).
 struct PnetTx {
-    tx: Box<dyn pnet_datalink::DataLinkSender>,
+    /// pnet's sender: the fallback when the socket buffer is full.
+    tx: Option<Box<dyn pnet_datalink::DataLinkSender>>,
     fd: RawFd,
+}
+
+impl PnetTx {
+    /// Wait until the socket buffer has room (up to 20 ms).
+    fn wait_writable(&self) -> bool {
+        let mut p = libc::pollfd { fd: self.fd, events: libc::POLLOUT, revents: 0 };
+        // SAFETY: poll on one live pollfd.
+        unsafe { libc::poll(&mut p, 1, 20) > 0 }
+    }
 }
 
 impl LinkTx for PnetTx {
@@ -240,9 +261,48 @@ impl LinkTx for PnetTx {
         }
         let e = io::Error::last_os_error();
         if e.kind() == io::ErrorKind::WouldBlock || e.raw_os_error() == Some(libc::ENOBUFS) {
-            return self.tx.send_to(frame, None).unwrap_or_else(|| Err(io::Error::other("frame larger than the write buffer")));
+            return match &mut self.tx {
+                Some(tx) => tx.send_to(frame, None).unwrap_or_else(|| Err(io::Error::other("frame larger than the write buffer"))),
+                None => Err(e),
+            };
         }
         Err(e)
+    }
+
+    /// sendmmsg: up to 64 frames per system call. It stops at a frame the
+    /// device refuses (EMSGSIZE...): that one is reported and skipped.
+    fn send_batch(&mut self, batch: &Batch, failed: &mut dyn FnMut(usize, io::Error)) {
+        let frames: Vec<&[u8]> = batch.iter().collect();
+        let mut next = 0;
+        let mut waits = 0;
+        while next < frames.len() {
+            let n = (frames.len() - next).min(SLOTS);
+            let mut iov: [libc::iovec; SLOTS] = unsafe { std::mem::zeroed() };
+            // SAFETY: zeroed mmsghdr is a valid "no name, no control" header.
+            let mut hdrs: [libc::mmsghdr; SLOTS] = unsafe { std::mem::zeroed() };
+            for i in 0..n {
+                let f = frames[next + i];
+                iov[i] = libc::iovec { iov_base: f.as_ptr() as *mut libc::c_void, iov_len: f.len() };
+                hdrs[i].msg_hdr.msg_iov = &mut iov[i];
+                hdrs[i].msg_hdr.msg_iovlen = 1;
+            }
+            // SAFETY: n headers pointing at live frames of `batch`.
+            let r = unsafe { libc::sendmmsg(self.fd, hdrs.as_mut_ptr(), n as libc::c_uint, libc::MSG_DONTWAIT) };
+            if r > 0 {
+                next += r as usize;
+                continue;
+            }
+            let e = io::Error::last_os_error();
+            match e.kind() {
+                io::ErrorKind::Interrupted => {}
+                io::ErrorKind::WouldBlock if waits < 50 && self.wait_writable() => waits += 1,
+                _ if e.raw_os_error() == Some(libc::ENOBUFS) && waits < 50 && self.wait_writable() => waits += 1,
+                _ => {
+                    failed(next, e);
+                    next += 1;
+                }
+            }
+        }
     }
 }
 
@@ -282,6 +342,25 @@ mod tests {
         let lens: Vec<(usize, u8)> = batch.iter().map(|f| (f.len(), f[0])).collect();
         assert_eq!(lens, vec![(60, 1), (100, 2), (10, 5)]);
         assert_eq!(batch.oversized, 2);
+    }
+
+    #[test]
+    fn sendmmsg_sends_in_order_and_skips_a_refused_frame() {
+        use std::os::fd::AsRawFd;
+        let (a, b) = std::os::unix::net::UnixDatagram::pair().unwrap();
+        let mut tx = PnetTx { tx: None, fd: a.as_raw_fd() };
+        let mut batch = Batch::with_capacity(1024);
+        batch.push(&[1; 50]);
+        batch.push(&vec![2; 1 << 20]); // larger than the socket buffer: EMSGSIZE
+        batch.push(&[3; 70]);
+        let mut failed = Vec::new();
+        tx.send_batch(&batch, &mut |i, e| failed.push((i, e.raw_os_error())));
+        assert_eq!(failed, vec![(1, Some(libc::EMSGSIZE))]);
+        let mut buf = [0u8; 256];
+        let n = b.recv(&mut buf).unwrap();
+        assert_eq!((n, buf[0]), (50, 1));
+        let n = b.recv(&mut buf).unwrap();
+        assert_eq!((n, buf[0]), (70, 3));
     }
 
     #[test]

@@ -312,7 +312,7 @@ fn rx_loop(
                 );
             }
         }
-        if batch.len() == 0 {
+        if batch.frames.is_empty() {
             continue;
         }
         counters.frames.fetch_add(batch.len() as u64, Relaxed);

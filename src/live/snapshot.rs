@@ -304,7 +304,7 @@ pub fn conn_view(id: u32, c: &Conn, names: &[String], now: Nanos) -> ConnView {
         state: state_name(c.state).to_string(),
         from: name(c.ifaces[0]),
         to: name(c.ifaces[1]),
-        nat: c.is_nat().then(|| NatView { src: nsrc, dst: ndst }),
+        nat: c.is_nat().then_some(NatView { src: nsrc, dst: ndst }),
         src,
         dst,
         expires_in: secs_until(c.expires, now),

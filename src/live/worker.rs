@@ -82,6 +82,8 @@ impl Published {
 
 pub struct LiveSink {
     tx: Vec<Box<dyn LinkTx>>,
+    /// Frames waiting for `flush`, per device.
+    queues: Vec<Batch>,
     pub counters: Vec<TxCounters>,
     log: SyncSender<LogMsg>,
     pub events: [u64; snapshot::EVENT_KINDS.len()],
@@ -95,6 +97,7 @@ impl LiveSink {
         let n = tx.len();
         LiveSink {
             tx,
+            queues: (0..n).map(|_| Batch::with_capacity(64 * 2048)).collect(),
             counters: vec![TxCounters::default(); n],
             log,
             events: [0; snapshot::EVENT_KINDS.len()],
@@ -113,23 +116,48 @@ impl LiveSink {
         }
     }
 
+    fn queued(&self) -> usize {
+        self.queues.iter().map(|q| q.frames.len()).max().unwrap_or(0)
+    }
+
+    /// Queue a frame for `iface`; `flush` sends the queues.
     pub fn send(&mut self, iface: IfIndex, frame: &[u8]) {
-        let Some(link) = self.tx.get_mut(iface) else { return };
-        let c = &mut self.counters[iface];
-        match link.send(frame) {
-            Ok(()) => {
-                c.frames += 1;
-                c.bytes += frame.len() as u64;
+        if let Some(q) = self.queues.get_mut(iface) {
+            q.push(frame);
+        }
+    }
+
+    /// Send what is queued, one batch per device.
+    pub fn flush(&mut self) {
+        for iface in 0..self.tx.len() {
+            if self.queues[iface].frames.is_empty() {
+                continue;
             }
-            Err(e) if e.raw_os_error() == Some(libc::EMSGSIZE) => {
-                c.oversized += 1;
-                let len = frame.len();
+            let q = std::mem::take(&mut self.queues[iface]);
+            let mut oversized = Vec::new();
+            let mut errors = Vec::new();
+            self.tx[iface].send_batch(&q, &mut |i, e| {
+                if e.raw_os_error() == Some(libc::EMSGSIZE) {
+                    oversized.push(q.frames[i].1);
+                } else {
+                    errors.push(e);
+                }
+            });
+            let c = &mut self.counters[iface];
+            let failed = (oversized.len() + errors.len()) as u64;
+            c.frames += q.frames.len() as u64 - failed;
+            c.bytes += q.data.len() as u64;
+            c.oversized += oversized.len() as u64;
+            c.errors += errors.len() as u64;
+            if let Some(len) = oversized.first() {
                 self.warn(|| format!("interface #{iface}: a {len}-byte frame is larger than the device MTU (EMSGSIZE); dropped and counted"));
-            }
-            Err(e) => {
-                c.errors += 1;
+            } else if let Some(e) = errors.first() {
+                let e = e.to_string();
                 self.warn(|| format!("interface #{iface}: transmit failed: {e}"));
             }
+            let mut q = q;
+            q.clear();
+            self.queues[iface] = q;
         }
     }
 }
@@ -201,6 +229,7 @@ impl Worker {
             if now_i >= next_tick {
                 let now = self.clock.now();
                 self.engine.tick(now, &mut self.sink);
+                self.sink.flush();
                 self.published.heartbeat.store(now.0, Relaxed);
                 next_tick = now_i + TICK;
                 if self.published.sessions_wanted.swap(false, Relaxed) {
@@ -235,11 +264,16 @@ impl Worker {
                 Verdict::Forward(egress) => self.sink.send(egress, &self.frame),
                 Verdict::Drop(_) | Verdict::Consumed => {}
             }
+            if self.sink.queued() >= 64 {
+                self.sink.flush();
+            }
         }
+        self.sink.flush();
     }
 
     pub fn reload(&mut self, cfg: Config) {
         let ended = self.engine.reload(cfg, &mut self.sink);
+        self.sink.flush();
         self.apply_macs();
         self.reloads += 1;
         let _ = self.sink.log.try_send(LogMsg::Info(format!(
