@@ -123,12 +123,24 @@ nsx() { local ns=$1; shift; ip netns exec "$ns" "$@"; }
 
 ns_exists() { ip netns list | awk '{print $1}' | grep -qx "$1"; }
 
-# Stops a process we started, by PID, after checking the PID still names the
-# program we started (PIDs are reused).
+# A process's start time (clock ticks since boot): with the PID it names one
+# process for good, even across exec, and never a later one that reuses the PID.
+proc_start() {
+    local stat fields
+    stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 0
+    read -ra fields <<<"${stat##*) }"
+    echo "${fields[19]}"
+}
+
+# Remembers a process we started: "PID STARTTIME NAME" in a pidfile.
+remember_pid() { echo "$2 $(proc_start "$2") $3" >>"$1"; }
+
+# Stops a process we started, by PID, after checking that the PID is still
+# that process.
 kill_pid() {
-    local pid=$1 comm=${2:-} i
+    local pid=$1 start=${2:-} i
     [[ -n $pid && -d /proc/$pid ]] || return 0
-    if [[ -n $comm ]] && [[ $(cat "/proc/$pid/comm" 2>/dev/null) != "$comm"* ]]; then return 0; fi
+    if [[ -n $start && $(proc_start "$pid") != "$start" ]]; then return 0; fi
     kill -TERM "$pid" 2>/dev/null || return 0
     for i in $(seq 100); do proc_gone "$pid" && return 0; sleep 0.05; done
     kill -KILL "$pid" 2>/dev/null || true
@@ -142,11 +154,10 @@ proc_gone() {
     [[ -z $st || $st == Z ]]
 }
 
-# pidfile lines: "PID COMM"
 kill_pidfile() {
-    local f=$1 pid comm
+    local f=$1 pid start name
     [[ -f $f ]] || return 0
-    while read -r pid comm; do kill_pid "$pid" "$comm"; done <"$f"
+    while read -r pid start name; do kill_pid "$pid" "$start"; done <"$f"
     rm -f "$f"
 }
 
@@ -164,6 +175,7 @@ cmd_down() {
         ip netns del "$ns"
     done
     for ns in $NS_C $NS_G $NS_S; do rm -rf "/etc/netns/$ns"; done
+    rmdir /etc/netns 2>/dev/null || true     # only if the lab's were the only ones
     rm -f "$STATE/layout" "$STATE/server.name" "$STATE/gw.mode"
     [[ ${1:-} == quiet ]] || log "down: namespaces $NS_C $NS_G $NS_S removed"
 }
@@ -333,13 +345,18 @@ interfaces:
   inside:
     device: $GW_IN
     addresses: [$GW_IN4/24, "$GW_IN6/64"]
+    # the lab's veth MAC here is $GW_IN_MAC (the source of the kernel's frames in recordings)
   outside:
     device: $GW_OUT
     addresses: [$GW_OUT4/24, "$GW_OUT6/64"]
+    # the lab's veth MAC here is $GW_OUT_MAC
 nat:
   masquerade:
     - {from: inside, to: outside}
 YAML
+    # The kernel's masquerade keeps the client's source port when it is free;
+    # so must ftpgate for its output to be compared with the kernel's.
+    echo "  ports: preserve"
     if [[ $layout == published ]]; then cat <<YAML
   forward:
     - {on: outside, protocol: tcp, port: 21, to: "$S4:21"}
@@ -382,7 +399,7 @@ table inet fglab {
 NFT
     ip netns exec $NS_G "$bin" run -c "$cfg" </dev/null >>"$STATE/ftpgate.log" 2>&1 &
     local pid=$!
-    echo "$pid $(basename "$bin" | cut -c1-15)" >"$STATE/gw.pids"
+    remember_pid "$STATE/gw.pids" "$pid" "$(basename "$bin")"
     sleep 1
     [[ -d /proc/$pid ]] || { tail -5 "$STATE/ftpgate.log" >&2; die "gw ftpgate: exited at once (log: $STATE/ftpgate.log)"; }
     echo "ftpgate $cfg" >"$STATE/gw.mode"
@@ -434,11 +451,11 @@ ensure_tree() {
     chmod 755 "$FTP_HOME/pub" "$FTP_HOME/upload"
 }
 
-# start one server process inside the server namespace; remember PID + comm
+# start one server process inside the server namespace and remember it
 spawn_server() {
-    local comm=$1 logf=$2; shift 2
+    local name=$1 logf=$2; shift 2
     ip netns exec $NS_S "$@" </dev/null >>"$logf" 2>&1 &
-    echo "$! $comm" >>"$STATE/server.pids"
+    remember_pid "$STATE/server.pids" $! "$name"
 }
 
 wait_listen() {
@@ -549,7 +566,7 @@ cmd_servers() {
     case ${1:-} in
     start) [[ -n ${2:-} ]] || die "usage: lab.sh servers start vsftpd|proftpd|pure-ftpd"; server_start "$2" ;;
     stop) server_stop; log "server: stopped" ;;
-    status) if [[ -f $STATE/server.name ]]; then echo "$(cat "$STATE/server.name"): $(cat "$STATE/server.pids" | tr '\n' ' ')"; else echo "no server"; fi ;;
+    status) if [[ -f $STATE/server.name ]]; then echo "$(cat "$STATE/server.name"): $(cut -d" " -f1 "$STATE/server.pids" | tr '\n' ' ')"; else echo "no server"; fi ;;
     *) die "usage: lab.sh servers start NAME | stop | status" ;;
     esac
 }
@@ -766,7 +783,7 @@ capture_start() {
             ip netns exec $NS_G tcpdump -i "$dev" -Q "$dir_q" --immediate-mode -n -s 0 -Z root \
                 --time-stamp-precision=nano -w "$dir/$dir_q-$dev.pcap" \
                 </dev/null >"$dir/$dir_q-$dev.log" 2>&1 &
-            echo "$! tcpdump" >>"$STATE/capture.pids"
+            remember_pid "$STATE/capture.pids" $! tcpdump
         done
     done
     local i f ok
@@ -781,11 +798,11 @@ capture_start() {
 }
 
 capture_stop() {
-    local pid comm
+    local pid start name
     [[ -f $STATE/capture.pids ]] || return 0
     # SIGINT lets tcpdump flush and close its file.
-    while read -r pid comm; do
-        [[ -d /proc/$pid && $(cat "/proc/$pid/comm") == tcpdump ]] && kill -INT "$pid" 2>/dev/null || true
+    while read -r pid start name; do
+        [[ -d /proc/$pid && $(proc_start "$pid") == "$start" ]] && kill -INT "$pid" 2>/dev/null || true
     done <"$STATE/capture.pids"
     kill_pidfile "$STATE/capture.pids"
 }
@@ -874,6 +891,7 @@ cmd_record_set() {
     for mode in epsv eprt; do cmd_record vsftpd python "$mode" 6 published "$outdir" --reuse --name "published-vsftpd-$mode-v6"; done
     ftpgate_config masq >"$outdir/masq.yaml"
     ftpgate_config published >"$outdir/published.yaml"
+    TEARDOWN_ON_EXIT=0
     cmd_down
 }
 
