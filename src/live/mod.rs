@@ -422,3 +422,36 @@ impl admin::Handler for AdminState {
         self.published.request_sessions(Duration::from_secs(2)).map(|s| (*s).clone())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CFG: &str = "interfaces:\n  inside:\n    device: veth-a\n    addresses: [192.0.2.1/24]\n  outside:\n    device: veth-b\n    addresses: [198.51.100.1/24]\n";
+
+    fn devices() -> Vec<Option<String>> {
+        vec![Some("veth-a".into()), Some("veth-b".into())]
+    }
+
+    #[test]
+    fn reload_accepts_a_good_file_and_refuses_bad_ones_with_locations() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("gw.yaml");
+        std::fs::write(&p, CFG).unwrap();
+        let ops = Operations::default();
+        assert!(reload_config(&p, &devices(), &ops).is_ok());
+
+        std::fs::write(&p, format!("{CFG}policy:\n  default: permit\n")).unwrap();
+        let e = reload_config(&p, &devices(), &ops).unwrap_err();
+        assert_eq!(e.len(), 1);
+        assert!(e[0].starts_with(&format!("{}:9:12: unknown value 'permit'", p.display())), "{e:?}");
+
+        std::fs::write(&p, CFG.replace("veth-b", "eth7")).unwrap();
+        let e = reload_config(&p, &devices(), &ops).unwrap_err();
+        assert!(e[0].contains("devices changed (veth-a, veth-b → veth-a, eth7)"), "{e:?}");
+
+        std::fs::remove_file(&p).unwrap();
+        let e = reload_config(&p, &devices(), &ops).unwrap_err();
+        assert!(e[0].starts_with("cannot read config"), "{e:?}");
+    }
+}

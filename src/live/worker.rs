@@ -312,3 +312,96 @@ impl Worker {
         self.published.sessions_ready.notify_all();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::live::logging::LogMsg;
+    use std::sync::mpsc::sync_channel;
+
+    struct MockTx(Arc<Mutex<Vec<Vec<u8>>>>);
+    impl LinkTx for MockTx {
+        fn send(&mut self, frame: &[u8]) -> std::io::Result<()> {
+            self.0.lock().unwrap().push(frame.to_vec());
+            Ok(())
+        }
+    }
+
+    const CFG: &str = "interfaces:\n  inside:\n    device: a\n    addresses: [192.0.2.1/24]\n  outside:\n    device: b\n    addresses: [198.51.100.1/24]\n";
+    const DEV_MAC: Mac = [0x02, 0, 0, 0, 0xaa, 0x01];
+    const HOST_MAC: Mac = [0x02, 0, 0, 0, 0, 0x10];
+
+    fn arp_for_gateway(dst_mac: Mac) -> Vec<u8> {
+        let mut f = crate::wire::build::arp_request(HOST_MAC, "192.0.2.10".parse().unwrap(), "192.0.2.1".parse().unwrap());
+        f[0..6].copy_from_slice(&dst_mac);
+        f
+    }
+
+    #[test]
+    fn worker_answers_with_the_device_mac_reloads_serves_sessions_and_stops() {
+        let cfg = crate::config::from_str(CFG, "t.yaml").unwrap();
+        let sent: Vec<Arc<Mutex<Vec<Vec<u8>>>>> = (0..2).map(|_| Arc::default()).collect();
+        let txs: Vec<Box<dyn LinkTx>> = sent.iter().map(|s| Box::new(MockTx(s.clone())) as Box<dyn LinkTx>).collect();
+        let (log_tx, log_rx) = sync_channel::<LogMsg>(64);
+        let published = Arc::new(Published::default());
+        let mut engine = Engine::new(cfg.clone(), 1);
+        engine.set_resolve_neighbors(true);
+        let mut w = Worker::new(engine, LiveSink::new(txs, log_tx), Clock::new(), vec![DEV_MAC, [0x02, 0, 0, 0, 0xaa, 0x02]], published.clone());
+        let (tx, rx) = sync_channel::<Msg>(8);
+        let h = std::thread::spawn(move || {
+            w.run(rx, Vec::new());
+            w
+        });
+
+        let mut b = Batch::with_capacity(256);
+        b.push(&arp_for_gateway([0xff; 6])); // broadcast: processed
+        let mut other = arp_for_gateway([0xff; 6]);
+        other[0..6].copy_from_slice(&[0x02, 9, 9, 9, 9, 9]); // unicast to another host: ignored
+        b.push(&other);
+        tx.send(Msg::Frames(0, b)).unwrap();
+        let json = published.request_sessions(Duration::from_secs(2)).expect("the worker answers");
+        let s: crate::live::snapshot::Sessions = serde_json::from_str(&json).unwrap();
+        assert!(s.connections.is_empty() && s.ts > 1e9, "engine time is wall-clock based: {}", s.ts);
+        tx.send(Msg::Reload(Box::new(cfg))).unwrap();
+        tx.send(Msg::Stop).unwrap();
+        let w = h.join().unwrap();
+
+        let replies = sent[0].lock().unwrap().clone();
+        assert_eq!(replies.len(), 1, "one ARP reply, for the broadcast request only");
+        assert_eq!(&replies[0][0..6], &HOST_MAC);
+        assert_eq!(&replies[0][6..12], &DEV_MAC, "answers with the device's MAC");
+        assert_eq!(w.sink.counters[0].ignored, 1);
+        assert_eq!(w.sink.counters[0].frames, 1);
+        let m = published.metrics.lock().unwrap().clone();
+        assert_eq!(m.reloads, 1);
+        assert_eq!(m.stats.frames_in, 1);
+        drop(w);
+        let logged: Vec<String> = log_rx
+            .try_iter()
+            .filter_map(|m| match m {
+                LogMsg::Info(s) => Some(s),
+                _ => None,
+            })
+            .collect();
+        assert!(logged.iter().any(|l| l.starts_with("configuration reloaded")), "{logged:?}");
+    }
+
+    #[test]
+    fn full_log_queue_counts_events_instead_of_waiting() {
+        let (log_tx, _log_rx) = sync_channel::<LogMsg>(1);
+        let mut sink = LiveSink::new(Vec::new(), log_tx);
+        let ev = || {
+            Event::new(
+                Nanos(1),
+                None,
+                EventKind::Drop { reason: crate::event::DropReason::Bounce, rule: None, session: None, src: None, dst: None, detail: String::new() },
+            )
+        };
+        sink.event(ev());
+        sink.event(ev());
+        sink.event(ev());
+        assert_eq!(sink.events_dropped, 2);
+        assert_eq!(sink.events[event_index(&ev().kind)], 3);
+        assert_eq!(sink.blocked[crate::event::DropReason::Bounce as usize], 3);
+    }
+}
