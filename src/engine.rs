@@ -311,7 +311,9 @@ impl Engine {
             FrameKind::Malformed(why) => return self.drop(cx, DropReason::Invalid, None, None, why.to_string()),
         };
 
-        if is_link_scope(m.dst) {
+        // Neighbour discovery is link-local whatever the destination: a
+        // solicited advertisement comes unicast to the gateway's address.
+        if is_link_scope(m.dst) || is_nd(&m) {
             return self.on_link_scope(cx, ingress, frame, &m);
         }
         if m.is_later_fragment() {
@@ -1279,6 +1281,10 @@ fn is_icmp_error(v6: bool, ty: u8) -> bool {
     } else {
         matches!(ty, 3 | 4 | 5 | 11 | 12)
     }
+}
+
+fn is_nd(m: &Meta) -> bool {
+    m.proto == PROTO_ICMPV6 && m.icmp.is_some_and(|i| (133..=137).contains(&i.ty))
 }
 
 fn is_link_scope(ip: IpAddr) -> bool {

@@ -3,7 +3,8 @@
 //! The modules follow a packet's path through the gateway:
 //! `wire` (parse, in-place setters) → `engine` (classify, route) →
 //! `conntrack` → `nat` → `ftp` (ALG) → `policy` → emit.
-//! `capture` and `replay` are the pcap shell around the pure engine.
+//! `capture` and `replay` are the pcap shell around the pure engine;
+//! `live` is the Linux-device shell (`ftpgate run`).
 
 pub mod capture;
 pub mod config;
@@ -11,6 +12,7 @@ pub mod conntrack;
 pub mod engine;
 pub mod event;
 pub mod ftp;
+pub mod live;
 pub mod nat;
 pub mod policy;
 pub mod replay;

@@ -8,7 +8,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use ftpgate::config;
+use ftpgate::config::{self, AdminListen, LogFormat};
+use ftpgate::live;
 use ftpgate::replay::{self, DEFAULT_SEED};
 
 const ABOUT: &str = "A stateful FTP-aware firewall and NAT application-layer gateway";
@@ -20,7 +21,9 @@ operating-system error (always with a one-line message naming the file and the c
 Examples:
   ftpgate replay capture.pcap                       what the FTP defences alone do to a capture
   ftpgate replay -c gw.yaml -o out.pcapng --events ev.jsonl capture.pcapng
-  ftpgate check -c gw.yaml";
+  ftpgate check -c gw.yaml
+  ftpgate run -c /etc/ftpgate/gateway.yaml          the live gateway (see docs/operations.md)
+  ftpgate sessions";
 
 const REPLAY_HELP: &str = "\
 The capture's timestamps are the clock. Frames are written to OUT on the interface the
@@ -44,14 +47,25 @@ Examples:
   ftpgate check -c rules/default.yaml && ftpgate run -c rules/default.yaml";
 
 const RUN_HELP: &str = "\
+Runs in the foreground until SIGINT/SIGTERM (exit 0). SIGHUP re-reads CONFIG: a bad file is
+reported (FILE:LINE:COLUMN lines) and the running configuration stays. ftpgate owns the
+gateway's addresses on its devices (it answers ARP/ND/ping itself); see docs/operations.md
+for preparing the interfaces (offloads off, no kernel forwarding for them).
+
 Examples:
-  ftpgate run -c /etc/ftpgate/gw.yaml
-  kill -HUP $(pidof ftpgate)        reload the configuration";
+  ftpgate run -c /etc/ftpgate/gateway.yaml
+  ftpgate run -c gw.yaml --events /var/log/ftpgate/events.jsonl --log-format json
+  kill -HUP $(pidof ftpgate)        reload the configuration
+  curl --unix-socket /run/ftpgate/ftpgate.sock http://ftpgate/metrics";
 
 const SESSIONS_HELP: &str = "\
+Asks the running gateway's admin endpoint (the configuration's `admin: {listen: ...}`,
+default unix:/run/ftpgate/ftpgate.sock) for its connections, NAT mappings and FTP pinholes.
+
 Examples:
   ftpgate sessions
-  ftpgate sessions --json | jq '.[] | select(.pinholes | length > 0)'";
+  ftpgate sessions -c /etc/ftpgate/gateway.yaml
+  ftpgate sessions --admin 127.0.0.1:9180 --json | jq '.ftp_sessions[] | select(.pinholes | length > 0)'";
 
 #[derive(Parser)]
 #[command(name = "ftpgate", version, about = ABOUT, after_help = MAIN_HELP)]
@@ -97,6 +111,21 @@ enum Command {
     Run {
         #[arg(short, long, value_name = "CONFIG")]
         config: PathBuf,
+        /// Also write the event log here (JSON lines, appended), as `replay --events` does
+        #[arg(long, value_name = "EVENTS.jsonl")]
+        events: Option<PathBuf>,
+        /// Log format on stderr [default: the configuration's log.format, else text]
+        #[arg(long, value_name = "FORMAT", value_parser = ["text", "json"])]
+        log_format: Option<String>,
+        /// Log level: error, warn, info, debug (every event), trace [default: info]
+        #[arg(long, value_name = "LEVEL", value_parser = ["error", "warn", "info", "debug", "trace"])]
+        log_level: Option<String>,
+        /// Admin endpoint: unix:/PATH, 127.0.0.1:PORT or off [default: the configuration's admin.listen]
+        #[arg(long, value_name = "ADDR")]
+        admin: Option<String>,
+        /// Seed for NAT port choice [default: random]
+        #[arg(long, value_name = "N")]
+        seed: Option<u64>,
     },
     /// List the live gateway's connections, NAT mappings and FTP pinholes
     #[command(after_help = SESSIONS_HELP)]
@@ -104,6 +133,12 @@ enum Command {
         /// JSON instead of a table
         #[arg(long)]
         json: bool,
+        /// Find the admin endpoint in this configuration
+        #[arg(short, long, value_name = "CONFIG", conflicts_with = "admin")]
+        config: Option<PathBuf>,
+        /// The admin endpoint: unix:/PATH or 127.0.0.1:PORT [default: unix:/run/ftpgate/ftpgate.sock]
+        #[arg(long, value_name = "ADDR")]
+        admin: Option<String>,
     },
 }
 
@@ -113,8 +148,10 @@ fn main() -> ExitCode {
             replay_cmd(&replay::Options { input, config, out, events, seed, quiet })
         }
         Command::Check { config } => check(&config),
-        Command::Run { .. } => not_built("run"),
-        Command::Sessions { .. } => not_built("sessions"),
+        Command::Run { config, events, log_format, log_level, admin, seed } => {
+            run_cmd(config, events, log_format, log_level, admin, seed)
+        }
+        Command::Sessions { json, config, admin } => sessions_cmd(json, config, admin),
     }
 }
 
@@ -156,9 +193,89 @@ fn check(path: &std::path::Path) -> ExitCode {
     }
 }
 
-fn not_built(cmd: &str) -> ExitCode {
-    eprintln!("ftpgate: {cmd}: the live gateway is not available in this build; use `ftpgate replay` to run captures through the engine");
-    ExitCode::from(2)
+fn admin_arg(text: &str) -> Result<AdminListen, ExitCode> {
+    config::parse_admin_listen(text).map_err(|e| {
+        eprintln!("ftpgate: --admin: {e}");
+        ExitCode::from(2)
+    })
+}
+
+fn run_cmd(
+    config: PathBuf,
+    events: Option<PathBuf>,
+    log_format: Option<String>,
+    log_level: Option<String>,
+    admin: Option<String>,
+    seed: Option<u64>,
+) -> ExitCode {
+    let admin = match admin.as_deref().map(admin_arg).transpose() {
+        Ok(a) => a,
+        Err(code) => return code,
+    };
+    let log_format = log_format.map(|f| if f == "json" { LogFormat::Json } else { LogFormat::Text });
+    let opts = live::Options { config, events, log_format, log_level, admin, seed };
+    match live::run(&opts) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            for line in e.to_string().lines() {
+                eprintln!("ftpgate: {line}");
+            }
+            ExitCode::from(e.exit_code())
+        }
+    }
+}
+
+fn sessions_cmd(json: bool, config: Option<PathBuf>, admin: Option<String>) -> ExitCode {
+    let listen = match (admin, config) {
+        (Some(a), _) => match admin_arg(&a) {
+            Ok(l) => l,
+            Err(code) => return code,
+        },
+        (None, Some(path)) => match live::load(&path) {
+            Ok((_, ops)) => ops.admin,
+            Err(e) => {
+                for line in e.to_string().lines() {
+                    eprintln!("ftpgate: {line}");
+                }
+                return ExitCode::from(e.exit_code());
+            }
+        },
+        (None, None) => config::Operations::default().admin,
+    };
+    let shown = match &listen {
+        AdminListen::Unix(p) => format!("unix:{}", p.display()),
+        AdminListen::Tcp(a) => a.to_string(),
+        AdminListen::Off => "off".to_string(),
+    };
+    let body = match live::admin::get(&listen, "/sessions") {
+        Ok((200, body)) => body,
+        Ok((status, body)) => {
+            eprintln!("ftpgate: admin endpoint {shown}: HTTP {status}: {}", body.trim());
+            return ExitCode::from(2);
+        }
+        Err(e) => {
+            eprintln!(
+                "ftpgate: admin endpoint {shown}: {} (is `ftpgate run` running, and is this its admin address?)",
+                ftpgate::capture::strip_os_error(&e)
+            );
+            return ExitCode::from(2);
+        }
+    };
+    if json {
+        stdout_line(body.trim_end());
+        return ExitCode::SUCCESS;
+    }
+    match serde_json::from_str::<live::snapshot::Sessions>(&body) {
+        Ok(s) => {
+            let mut out = io::stdout().lock();
+            let _ = out.write_all(live::snapshot::render_table(&s).as_bytes());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("ftpgate: admin endpoint {shown}: unexpected answer: {e}");
+            ExitCode::from(2)
+        }
+    }
 }
 
 /// A closed stdout (`ftpgate ... | head`) is not worth a panic.

@@ -20,6 +20,8 @@ use super::*;
 pub(crate) struct Ctx<'f> {
     file: &'f str,
     pub errors: Vec<ConfigError>,
+    /// The `admin:` / `log:` sections, kept beside the `Config` (extension).
+    pub ops: Operations,
 }
 
 impl<'f> Ctx<'f> {
@@ -27,6 +29,7 @@ impl<'f> Ctx<'f> {
         Ctx {
             file,
             errors: Vec::new(),
+            ops: Operations::default(),
         }
     }
 
@@ -358,7 +361,7 @@ const DENY_ALLOW: &[(&str, Action)] = &[("deny", Action::Deny), ("allow", Action
 
 // --------------------------------------------------------------- top level
 
-const TOP_KEYS: &[&str] = &["interfaces", "nat", "ftp", "policy", "limits", "timeouts"];
+const TOP_KEYS: &[&str] = &["interfaces", "nat", "ftp", "policy", "limits", "timeouts", "admin", "log"];
 
 pub(crate) fn compile(cx: &mut Ctx, root: &SNode) -> Config {
     let empty_hint = "a configuration needs at least an 'interfaces:' section (see docs/configuration.md)";
@@ -398,6 +401,7 @@ pub(crate) fn compile(cx: &mut Ctx, root: &SNode) -> Config {
     let policy = policy(cx, top.get("policy"), &ifaces);
     let limits = limits(cx, top.get("limits"));
     let timeouts = timeouts(cx, top.get("timeouts"));
+    cx.ops = operations(cx, top.get("admin"), top.get("log"));
     Config {
         interfaces: ifaces.list,
         nat,
@@ -1147,4 +1151,72 @@ fn timeouts(cx: &mut Ctx, node: Option<&SNode>) -> Timeouts {
         }
     }
     out
+}
+
+// ------------------------------------------------ admin and log (extension)
+
+const ADMIN_KEYS: &[&str] = &["listen"];
+const LOG_KEYS: &[&str] = &["format", "level", "events"];
+const LOG_LEVELS: &[(&str, &str)] =
+    &[("error", "error"), ("warn", "warn"), ("info", "info"), ("debug", "debug"), ("trace", "trace")];
+
+fn operations(cx: &mut Ctx, admin: Option<&SNode>, log: Option<&SNode>) -> Operations {
+    let mut out = Operations::default();
+    if let Some(f) = admin.and_then(|n| fields(cx, n, "admin", "admin", ADMIN_KEYS)) {
+        if let Some(n) = f.get("listen") {
+            // YAML 1.1 readers turn a bare `off` into false; both mean off.
+            if matches!(n.value, Node::Bool(false)) {
+                out.admin = AdminListen::Off;
+            } else if let Some(l) = with_str(cx, n, &f.path("listen"), "a listen address", admin_listen) {
+                out.admin = l;
+            }
+        }
+    }
+    if let Some(f) = log.and_then(|n| fields(cx, n, "log", "log", LOG_KEYS)) {
+        if let Some(n) = f.get("format") {
+            let formats = [("text", LogFormat::Text), ("json", LogFormat::Json)];
+            if let Some(v) = choice(cx, n, &f.path("format"), "format", &formats) {
+                out.log.format = v;
+            }
+        }
+        if let Some(n) = f.get("level") {
+            if let Some(v) = choice(cx, n, &f.path("level"), "level", LOG_LEVELS) {
+                out.log.level = v.to_owned();
+            }
+        }
+        if let Some(n) = f.get("events") {
+            if let Some(v) = string(cx, n, &f.path("events"), "a file path") {
+                if v.is_empty() {
+                    cx.err(&n.referenced, &f.path("events"), "an empty path: leave 'events' out to write no event log");
+                } else {
+                    out.log.events = Some(v.into());
+                }
+            }
+        }
+    }
+    out
+}
+
+/// `unix:/run/ftpgate/ftpgate.sock`, `127.0.0.1:9180`, `"[::1]:9180"` or `off`.
+pub(crate) fn admin_listen(text: &str) -> Result<AdminListen, String> {
+    let t = text.trim();
+    if t == "off" {
+        return Ok(AdminListen::Off);
+    }
+    if let Some(path) = t.strip_prefix("unix:") {
+        if !path.starts_with('/') {
+            return Err(format!("'{text}': the socket path must be absolute, e.g. unix:/run/ftpgate/ftpgate.sock"));
+        }
+        return Ok(AdminListen::Unix(path.into()));
+    }
+    match t.parse::<std::net::SocketAddr>() {
+        Ok(a) if a.ip().is_loopback() => Ok(AdminListen::Tcp(a)),
+        Ok(a) => Err(format!(
+            "{a} is not a loopback address: the admin endpoint has no authentication, so it listens on \
+             127.0.0.1, [::1] or a Unix socket (put a reverse proxy in front to expose it)"
+        )),
+        Err(_) => Err(format!(
+            "'{text}' is not a listen address: write unix:/PATH, 127.0.0.1:PORT, \"[::1]:PORT\" or off"
+        )),
+    }
 }

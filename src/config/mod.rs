@@ -169,6 +169,52 @@ pub struct Timeouts {
     pub icmp: Duration,
 }
 
+/// Extension: how `run` is operated (admin endpoint, logging). Not part of
+/// `Config` so that the engine's configuration stays what the contract names;
+/// `load_with_operations` returns both. `replay` and `check` validate these
+/// keys and otherwise ignore them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Operations {
+    pub admin: AdminListen,
+    pub log: Log,
+}
+
+/// Where the admin endpoint (`/metrics`, `/healthz`, `/sessions`) listens.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AdminListen {
+    Unix(std::path::PathBuf),
+    /// Loopback only: the endpoint has no authentication.
+    Tcp(SocketAddr),
+    Off,
+}
+
+/// The admin endpoint's default: a Unix socket only root can reach.
+pub const DEFAULT_ADMIN_SOCKET: &str = "/run/ftpgate/ftpgate.sock";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Log {
+    pub format: LogFormat,
+    /// error | warn | info | debug | trace
+    pub level: String,
+    /// The contract's JSON-lines event log, as `replay --events` writes it.
+    pub events: Option<std::path::PathBuf>,
+}
+
+impl Default for Operations {
+    fn default() -> Self {
+        Operations {
+            admin: AdminListen::Unix(DEFAULT_ADMIN_SOCKET.into()),
+            log: Log { format: LogFormat::Text, level: "info".into(), events: None },
+        }
+    }
+}
+
 /// One problem in a configuration file.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ConfigError {
@@ -233,6 +279,11 @@ impl Default for Timeouts {
 /// Parse, validate and compile YAML text. `file` names it in errors.
 /// Every problem found is returned, not just the first, in file order.
 pub fn from_str(text: &str, file: &str) -> Result<Config, Vec<ConfigError>> {
+    from_str_with_operations(text, file).map(|(c, _)| c)
+}
+
+/// As `from_str`, with the `admin:` and `log:` sections (extension) for `run`.
+pub fn from_str_with_operations(text: &str, file: &str) -> Result<(Config, Operations), Vec<ConfigError>> {
     let mut cx = compile::Ctx::new(file);
     let root = match yaml::parse(text) {
         Ok(root) => root,
@@ -243,7 +294,7 @@ pub fn from_str(text: &str, file: &str) -> Result<Config, Vec<ConfigError>> {
     };
     let config = compile::compile(&mut cx, &root);
     if cx.errors.is_empty() {
-        Ok(config)
+        Ok((config, cx.ops))
     } else {
         let mut errors = cx.errors;
         errors.sort_by_key(|e| (e.line, e.column));
@@ -253,6 +304,11 @@ pub fn from_str(text: &str, file: &str) -> Result<Config, Vec<ConfigError>> {
 
 /// Read and compile a configuration file. An unreadable file is one error at 1:1.
 pub fn load(path: &Path) -> Result<Config, Vec<ConfigError>> {
+    load_with_operations(path).map(|(c, _)| c)
+}
+
+/// As `load`, with the `admin:` and `log:` sections (extension) for `run`.
+pub fn load_with_operations(path: &Path) -> Result<(Config, Operations), Vec<ConfigError>> {
     let file = path.display().to_string();
     let unreadable = |message: String| {
         vec![ConfigError {
@@ -278,7 +334,7 @@ pub fn load(path: &Path) -> Result<Config, Vec<ConfigError>> {
             e.utf8_error().valid_up_to()
         ))
     })?;
-    from_str(&text, &file)
+    from_str_with_operations(&text, &file)
 }
 
 /// The text of rules/default.yaml, compiled into the binary.
@@ -287,4 +343,10 @@ pub const BUILTIN_DEFAULT_YAML: &str = include_str!("../../rules/default.yaml");
 /// The built-in default used by `replay` without `-c`: compiled from rules/default.yaml.
 pub fn builtin_default() -> Config {
     from_str(BUILTIN_DEFAULT_YAML, "rules/default.yaml").expect("rules/default.yaml is valid (tested)")
+}
+
+/// Parse an admin listen address as the `admin.listen` key takes it
+/// (`unix:/PATH`, loopback `IP:PORT`, `off`), for command-line flags.
+pub fn parse_admin_listen(text: &str) -> Result<AdminListen, String> {
+    compile::admin_listen(text)
 }

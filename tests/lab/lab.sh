@@ -11,7 +11,7 @@ REPO_DIR=$(cd "$LAB_DIR/../.." && pwd)
 
 # Namespace names carry a fixed prefix so they cannot clash with anything else
 # on the host; `down` only ever touches these three.
-NS_C=fgc NS_G=fgw NS_S=fgs
+NS_C=${FGLAB_NS_C:-fgc} NS_G=${FGLAB_NS_G:-fgw} NS_S=${FGLAB_NS_S:-fgs}   # overridable so two labs can coexist
 GW_IN=veth-gw-in GW_OUT=veth-gw-out
 
 STATE=${FGLAB_STATE:-/run/fglab}             # pids, configs, logs of the running lab
