@@ -362,10 +362,17 @@ impl Engine {
             return self.drop(cx, DropReason::Invalid, None, Some(m), "connection vanished".into());
         };
         let expired = conn.expires <= now;
+        // A fresh SYN from the initiator on a known tuple: the client reused a
+        // port whose old connection the gateway still holds (it closed
+        // without the gateway seeing it, or is still closing). Unless it is
+        // a retransmission of the SYN that opened this one, start over.
         let reopen = m.proto == PROTO_TCP
             && dir == Dir::Orig
-            && conn.state.is_closed()
-            && m.tcp.is_some_and(|t| t.flags & (tcp_flags::SYN | tcp_flags::ACK) == tcp_flags::SYN);
+            && m.tcp.is_some_and(|t| {
+                t.flags & (tcp_flags::SYN | tcp_flags::ACK | tcp_flags::RST) == tcp_flags::SYN
+                    && !(matches!(conn.state, State::SynSent | State::SynRecv)
+                        && t.seq.wrapping_add(1) == conn.tcp[0].end)
+            });
         if expired || reopen {
             // Its time is up (the sweep had not reached it yet), or a new SYN
             // reuses the tuple of a closed connection: start over.

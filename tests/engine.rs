@@ -286,3 +286,28 @@ fn reload_keeps_allowed_connections_and_evicts_the_rest() {
     let (v, _) = feed(&mut e, &mut s, 2, INSIDE, tcp(CLIENT_MAC, GW_IN_MAC, again));
     assert_eq!(v, Verdict::Forward(OUTSIDE));
 }
+
+#[test]
+fn a_reused_source_port_starts_a_new_connection() {
+    let mut e = Engine::new(lab_config(true), 7);
+    let mut s = Collect::default();
+    let open = |seq| tcp(CLIENT_MAC, GW_IN_MAC, syn(("192.0.2.10", 41000), ("198.51.100.20", 80), seq));
+    let (_, first) = feed(&mut e, &mut s, 1, INSIDE, open(1000));
+    let port = decode_verified(&first).sport;
+    let sa = Tcp { src: ("198.51.100.20", 80), dst: ("198.51.100.1", port), seq: 9000, ack: 1001, flags: "SA", payload: b"" };
+    feed(&mut e, &mut s, 2, OUTSIDE, tcp(SERVER_MAC, GW_OUT_MAC, sa));
+    let ack = Tcp { src: ("192.0.2.10", 41000), dst: ("198.51.100.20", 80), seq: 1001, ack: 9001, flags: "A", payload: b"" };
+    feed(&mut e, &mut s, 3, INSIDE, tcp(CLIENT_MAC, GW_IN_MAC, ack));
+    // A retransmitted opening SYN of a connection still opening is no reuse.
+    let mut e2 = Engine::new(lab_config(true), 7);
+    feed(&mut e2, &mut s, 1, INSIDE, open(1000));
+    let (v, _) = feed(&mut e2, &mut s, 2, INSIDE, open(1000));
+    assert_eq!(v, Verdict::Forward(OUTSIDE));
+    assert_eq!(e2.table().len(), 1);
+    // The old connection vanished without a FIN the gateway saw; the client
+    // opens a new one from the same port with a new sequence number.
+    let (v, _) = feed(&mut e, &mut s, 4, INSIDE, open(777_000_000));
+    assert_eq!(v, Verdict::Forward(OUTSIDE), "not dropped as out of window");
+    assert_eq!(e.table().len(), 1);
+    assert_eq!(s.of_kind("connection_new").len(), 3);
+}
