@@ -492,6 +492,7 @@ impl Engine {
                 pinholes: &self.pinholes,
                 nat_ports: self.config.nat.ports,
                 events: &mut events,
+                capture: !self.resolve,
             };
             let end = (t.payload + t.payload_len).min(frame.len());
             let seg = alg::Seg { seq: t.seq, ack: t.ack, flags: t.flags, payload: &frame[t.payload.min(end)..end] };

@@ -182,6 +182,57 @@ pub enum EventKind {
         session: Session,
         reason: DropReason,
     },
+    /// Extension, replay only: the capture is missing bytes of a control
+    /// connection (the receiver acknowledged bytes the capture never showed);
+    /// parsing of that direction resumes at the next line boundary.
+    CaptureGap {
+        session: Session,
+        /// `client` or `server`: whose bytes are missing.
+        from: &'static str,
+        bytes: u32,
+    },
+}
+
+impl EventKind {
+    /// Event names as the log spells them, in one fixed order for counting.
+    pub const NAMES: [&'static str; 13] = [
+        "connection_new",
+        "connection_end",
+        "nat",
+        "ftp_command",
+        "ftp_reply",
+        "ftp_encrypted",
+        "alg_rewrite",
+        "pinhole_open",
+        "pinhole_use",
+        "pinhole_expire",
+        "drop",
+        "reset",
+        "capture_gap",
+    ];
+
+    /// Position of this kind in `NAMES`.
+    pub fn index(&self) -> usize {
+        match self {
+            EventKind::ConnectionNew { .. } => 0,
+            EventKind::ConnectionEnd { .. } => 1,
+            EventKind::Nat { .. } => 2,
+            EventKind::FtpCommand { .. } => 3,
+            EventKind::FtpReply { .. } => 4,
+            EventKind::FtpEncrypted { .. } => 5,
+            EventKind::AlgRewrite { .. } => 6,
+            EventKind::PinholeOpen { .. } => 7,
+            EventKind::PinholeUse { .. } => 8,
+            EventKind::PinholeExpire { .. } => 9,
+            EventKind::Drop { .. } => 10,
+            EventKind::Reset { .. } => 11,
+            EventKind::CaptureGap { .. } => 12,
+        }
+    }
+
+    pub fn name(&self) -> &'static str {
+        Self::NAMES[self.index()]
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]

@@ -233,7 +233,7 @@ pub fn run_with<R: Read>(
         events_path: opts.events.clone().unwrap_or_default(),
         now: Nanos::ZERO,
         generated: vec![0; n_ifaces],
-        event_counts: [0; EVENT_KINDS.len()],
+        event_counts: [0; EventKind::NAMES.len()],
         error: None,
     };
 
@@ -327,7 +327,7 @@ pub fn run_with<R: Read>(
     }
     summary.generated = generated.iter().sum();
     summary.drops = DropReason::ALL.iter().zip(drops).filter(|(_, n)| *n > 0).map(|(r, n)| (*r, n)).collect();
-    summary.events = EVENT_KINDS.iter().zip(event_counts).filter(|(_, n)| *n > 0).map(|(k, n)| (*k, n)).collect();
+    summary.events = EventKind::NAMES.iter().zip(event_counts).filter(|(_, n)| *n > 0).map(|(k, n)| (*k, n)).collect();
     debug_assert_eq!(summary.frames_in, summary.frames_out + summary.dropped + summary.consumed, "every frame has one fate");
     Ok(summary)
 }
@@ -406,38 +406,6 @@ impl Clock {
     }
 }
 
-/// Event names as the log spells them, in one fixed order for counting.
-const EVENT_KINDS: [&str; 12] = [
-    "connection_new",
-    "connection_end",
-    "nat",
-    "ftp_command",
-    "ftp_reply",
-    "ftp_encrypted",
-    "alg_rewrite",
-    "pinhole_open",
-    "pinhole_use",
-    "pinhole_expire",
-    "drop",
-    "reset",
-];
-
-fn event_index(k: &EventKind) -> usize {
-    match k {
-        EventKind::ConnectionNew { .. } => 0,
-        EventKind::ConnectionEnd { .. } => 1,
-        EventKind::Nat { .. } => 2,
-        EventKind::FtpCommand { .. } => 3,
-        EventKind::FtpReply { .. } => 4,
-        EventKind::FtpEncrypted { .. } => 5,
-        EventKind::AlgRewrite { .. } => 6,
-        EventKind::PinholeOpen { .. } => 7,
-        EventKind::PinholeUse { .. } => 8,
-        EventKind::PinholeExpire { .. } => 9,
-        EventKind::Drop { .. } => 10,
-        EventKind::Reset { .. } => 11,
-    }
-}
 
 struct ReplaySink {
     out: Option<PcapNgOut<BufWriter<File>>>,
@@ -446,7 +414,7 @@ struct ReplaySink {
     events_path: PathBuf,
     now: Nanos,
     generated: Vec<u64>,
-    event_counts: [u64; EVENT_KINDS.len()],
+    event_counts: [u64; EventKind::NAMES.len()],
     /// The first write failure; `Sink` methods cannot return it.
     error: Option<ReplayError>,
 }
@@ -474,7 +442,7 @@ impl Sink for ReplaySink {
     }
 
     fn event(&mut self, ev: Event) {
-        self.event_counts[event_index(&ev.kind)] += 1;
+        self.event_counts[ev.kind.index()] += 1;
         if self.error.is_some() {
             return;
         }
@@ -771,13 +739,14 @@ mod tests {
             EventKind::PinholeExpire { session: sess, address: ip, port: 1 },
             EventKind::Drop { reason: DropReason::Policy, rule: None, session: None, src: None, dst: None, detail: line() },
             EventKind::Reset { session: sess, reason: DropReason::Bounce },
+            EventKind::CaptureGap { session: sess, from: "client", bytes: 10 },
         ];
         let mut seen = std::collections::HashSet::new();
         for k in kinds {
             let json: serde_json::Value = serde_json::from_str(&Event::new(Nanos(0), None, k.clone()).to_json()).unwrap();
-            assert_eq!(json["event"], EVENT_KINDS[event_index(&k)]);
-            seen.insert(event_index(&k));
+            assert_eq!(json["event"], k.name());
+            seen.insert(k.index());
         }
-        assert_eq!(seen.len(), EVENT_KINDS.len());
+        assert_eq!(seen.len(), EventKind::NAMES.len());
     }
 }

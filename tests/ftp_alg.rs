@@ -436,3 +436,37 @@ fn a_grown_segment_is_split_to_fit_the_egress_mtu() {
     line.extend_from_slice(&b.payload);
     assert_eq!(line, b"PORT 198,51,100,1,100,1\r\n");
 }
+
+#[test]
+fn capture_loss_on_a_control_connection_resynchronises_at_the_next_line() {
+    let mut sim = FtpSim::masq(lab_config(true));
+    sim.greet();
+    // "USER a\r\n" went by but is missing from the capture; the server's ACK shows it.
+    let lost = 8u32;
+    let after = sim.c_seq.wrapping_add(lost);
+    let (v, _) = sim.raw_server("PA", sim.s_seq, after, b"331 ok\r\n");
+    assert_eq!(v, Verdict::Forward(INSIDE));
+    let (v, out) = sim.raw_client("PA", after, sim.client_rcv, b"PASS x\r\nPORT 192,0,2,10,100,1\r\n");
+    assert_eq!(v, Verdict::Forward(OUTSIDE), "not held back forever as out of order");
+    let gap = sim.s.of_kind("capture_gap");
+    assert_eq!(gap.len(), 1);
+    assert_eq!(gap[0]["bytes"], lost);
+    assert_eq!(gap[0]["from"], "client");
+    // The line right after the hole is not trusted; the next one is parsed.
+    let pins = sim.s.of_kind("pinhole_open");
+    assert_eq!(pins.len(), 1);
+    let payload = decode_verified(&out).payload;
+    assert!(payload.starts_with(b"PASS x\r\nPORT 198,51,100,1,"), "{}", String::from_utf8_lossy(&payload));
+
+    // Live (in the path), a hole is real: the segment waits for the retransmission.
+    let mut cfg = lab_config(true);
+    cfg.interfaces[0].mac = Some(GW_IN_MAC);
+    let mut live = FtpSim::masq(cfg);
+    live.e.set_resolve_neighbors(true);
+    live.greet();
+    let after = live.c_seq.wrapping_add(lost);
+    live.raw_server("PA", live.s_seq, after, b"331 ok\r\n");
+    let (v, _) = live.raw_client("PA", after, live.client_rcv, b"PORT 192,0,2,10,100,1\r\n");
+    assert_eq!(v, Verdict::Drop(DropReason::Invalid));
+    assert!(live.s.of_kind("capture_gap").is_empty());
+}

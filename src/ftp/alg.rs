@@ -120,6 +120,8 @@ struct Half {
     blocked: Option<(u64, DropReason)>,
     /// A multi-line reply in progress: its code.
     multiline: Option<u16>,
+    /// Replay only: how far the receiver has acknowledged (stream offset).
+    peer_acked: u64,
     /// The lines of that reply so far (offset, length with terminator), so a
     /// refusal can take them back while they are still held.
     ml_lines: Vec<(u64, usize)>,
@@ -136,6 +138,7 @@ impl Half {
             base_delta: 0,
             blocked: None,
             multiline: None,
+            peer_acked: 0,
             ml_lines: Vec::new(),
         }
     }
@@ -264,6 +267,9 @@ pub struct Ctx<'a> {
     pub pinholes: &'a Pinholes,
     pub nat_ports: crate::config::PortMode,
     pub events: &'a mut Vec<EventKind>,
+    /// Replaying a capture (not in the path): an acknowledgement for bytes
+    /// the gateway never saw means the capture lost them.
+    pub capture: bool,
 }
 
 /// A TCP segment of the control connection, as it arrived.
@@ -352,6 +358,9 @@ impl FtpSession {
     /// the frame.
     pub fn on_segment(&mut self, cx: &mut Ctx<'_>, dir: Dir, seg: &Seg<'_>) -> (SegVerdict, Edit) {
         let mut edit = Edit::default();
+        if cx.capture && seg.flags & tcp_flags::ACK != 0 {
+            self.note_peer_ack(dir, seg.ack);
+        }
         if seg.flags & tcp_flags::ACK != 0 && self.other_shifted(dir) {
             let a = self.map_ack(dir, seg.ack);
             if let Some(h) = self.halves[dir.flip().idx()].as_mut() {
@@ -388,6 +397,9 @@ impl FtpSession {
             }
         }
         if a > next {
+            if self.skip_capture_loss(cx, dir, seg.seq) {
+                return self.on_segment(cx, dir, seg);
+            }
             let detail = format!("out-of-order segment ({} bytes ahead) on an FTP control connection; the sender will retransmit it", a - next);
             return (SegVerdict::Drop(DropReason::Invalid, detail), edit);
         }
@@ -447,6 +459,39 @@ impl FtpSession {
             edit.payload = Some(out);
         }
         (SegVerdict::Forward, edit)
+    }
+
+    /// Remember how far the receiver of the other direction has acknowledged,
+    /// in that sender's own sequence space (evidence for capture loss).
+    fn note_peer_ack(&mut self, dir: Dir, ack: u32) {
+        let acked = self.map_ack(dir, ack);
+        let Some(h) = self.halves[dir.flip().idx()].as_mut() else { return };
+        let ahead = acked.wrapping_sub(h.stream.next_seq());
+        if ahead != 0 && ahead <= 1 << 20 {
+            let off = h.stream.offset_of(acked);
+            h.peer_acked = h.peer_acked.max(off);
+        }
+    }
+
+    /// In a capture, a segment beyond a hole that its receiver has already
+    /// acknowledged means the capture lost the hole's bytes: parsing resumes
+    /// at the next line boundary after them. (Live, the gateway is in the
+    /// path, so a hole is always real and waits for the retransmission.)
+    fn skip_capture_loss(&mut self, cx: &mut Ctx<'_>, dir: Dir, seq: u32) -> bool {
+        let session = self.session;
+        let Some(h) = self.halves[dir.idx()].as_mut() else { return false };
+        let at = h.stream.offset_of(seq);
+        let next = h.stream.next_offset();
+        if !cx.capture || at <= next || h.peer_acked < at {
+            return false;
+        }
+        let mut evs = Vec::new();
+        h.stream.skip_to(seq, &mut evs);
+        h.held.clear();
+        h.released = h.stream.next_offset();
+        let from = if dir == Dir::Orig { "client" } else { "server" };
+        cx.events.push(EventKind::CaptureGap { session, from, bytes: (at - next) as u32 });
+        true
     }
 
     /// Bytes at the end of `held` that must wait: an incomplete line the

@@ -80,7 +80,7 @@ pub fn fields_text(ev: &Event) -> String {
 }
 
 fn trace_event(ev: &Event) {
-    let name = super::snapshot::EVENT_KINDS[super::snapshot::event_index(&ev.kind)];
+    let name = ev.kind.name();
     macro_rules! emit {
         ($lvl:expr) => {
             tracing::event!(target: "ftpgate::event", $lvl, event = name, "{} {}", name, fields_text(ev))

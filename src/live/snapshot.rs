@@ -13,38 +13,6 @@ use crate::engine::{proto_name, Engine, Stats};
 use crate::event::{DropReason, EventKind};
 use crate::time::Nanos;
 
-/// Event names as the log spells them, in one fixed order for counting.
-pub const EVENT_KINDS: [&str; 12] = [
-    "connection_new",
-    "connection_end",
-    "nat",
-    "ftp_command",
-    "ftp_reply",
-    "ftp_encrypted",
-    "alg_rewrite",
-    "pinhole_open",
-    "pinhole_use",
-    "pinhole_expire",
-    "drop",
-    "reset",
-];
-
-pub fn event_index(k: &EventKind) -> usize {
-    match k {
-        EventKind::ConnectionNew { .. } => 0,
-        EventKind::ConnectionEnd { .. } => 1,
-        EventKind::Nat { .. } => 2,
-        EventKind::FtpCommand { .. } => 3,
-        EventKind::FtpReply { .. } => 4,
-        EventKind::FtpEncrypted { .. } => 5,
-        EventKind::AlgRewrite { .. } => 6,
-        EventKind::PinholeOpen { .. } => 7,
-        EventKind::PinholeUse { .. } => 8,
-        EventKind::PinholeExpire { .. } => 9,
-        EventKind::Drop { .. } => 10,
-        EventKind::Reset { .. } => 11,
-    }
-}
 
 /// Per receive thread; the thread adds, the admin thread sums when read.
 #[derive(Debug, Default)]
@@ -78,7 +46,7 @@ pub struct Metrics {
     pub pinholes: usize,
     pub ftp_sessions: usize,
     pub tx: Vec<TxCounters>,
-    pub events: [u64; EVENT_KINDS.len()],
+    pub events: [u64; EventKind::NAMES.len()],
     /// Events the logger could not take (its queue was full).
     pub events_dropped: u64,
     /// Drop events by reason: blocked bounces and injections are counted here
@@ -199,7 +167,7 @@ pub fn render_metrics(m: &Metrics, ifaces: &[IfaceLabel], rx: &[&RxCounters], pr
     family(&mut o, "ftp_resets_total", "counter", "Control connections reset by the gateway after a violation.");
     let _ = writeln!(o, "ftpgate_ftp_resets_total {}", m.events[11]);
     family(&mut o, "events_total", "counter", "Events emitted, by kind.");
-    for (k, n) in EVENT_KINDS.iter().zip(m.events) {
+    for (k, n) in EventKind::NAMES.iter().zip(m.events) {
         let _ = writeln!(o, "ftpgate_events_total{{event=\"{k}\"}} {n}");
     }
     family(&mut o, "events_dropped_total", "counter", "Events the logger could not keep up with (not logged).");

@@ -15,7 +15,7 @@ use crate::wire::Mac;
 
 use super::datapath::{Batch, LinkTx};
 use super::logging::LogMsg;
-use super::snapshot::{self, event_index, Metrics, TxCounters};
+use super::snapshot::{self, Metrics, TxCounters};
 
 /// What the worker receives, in order.
 pub enum Msg {
@@ -86,7 +86,7 @@ pub struct LiveSink {
     queues: Vec<Batch>,
     pub counters: Vec<TxCounters>,
     log: SyncSender<LogMsg>,
-    pub events: [u64; snapshot::EVENT_KINDS.len()],
+    pub events: [u64; EventKind::NAMES.len()],
     pub events_dropped: u64,
     pub blocked: [u64; crate::event::DropReason::ALL.len()],
     warned: Option<Instant>,
@@ -100,7 +100,7 @@ impl LiveSink {
             queues: (0..n).map(|_| Batch::with_capacity(64 * 2048)).collect(),
             counters: vec![TxCounters::default(); n],
             log,
-            events: [0; snapshot::EVENT_KINDS.len()],
+            events: [0; EventKind::NAMES.len()],
             events_dropped: 0,
             blocked: [0; crate::event::DropReason::ALL.len()],
             warned: None,
@@ -168,7 +168,7 @@ impl Sink for LiveSink {
     }
 
     fn event(&mut self, ev: Event) {
-        self.events[event_index(&ev.kind)] += 1;
+        self.events[ev.kind.index()] += 1;
         if let EventKind::Drop { reason, .. } = &ev.kind {
             self.blocked[*reason as usize] += 1;
         }
@@ -401,7 +401,7 @@ mod tests {
         sink.event(ev());
         sink.event(ev());
         assert_eq!(sink.events_dropped, 2);
-        assert_eq!(sink.events[event_index(&ev().kind)], 3);
+        assert_eq!(sink.events[ev().kind.index()], 3);
         assert_eq!(sink.blocked[crate::event::DropReason::Bounce as usize], 3);
     }
 }

@@ -450,6 +450,54 @@ pub fn replace_tcp_payload(frame: &mut Vec<u8>, meta: &mut Meta, start: usize, e
     delta
 }
 
+/// The NAT fast path: set source and destination address and port at once,
+/// with one incremental update per checksum. IPv4 TCP/UDP outside fragments
+/// is done here directly; anything else goes through the single setters.
+#[inline]
+pub fn translate(frame: &mut [u8], meta: &mut Meta, src: (IpAddr, u16), dst: (IpAddr, u16)) {
+    let l3 = meta.l3;
+    let simple = !meta.v6 && meta.frag.is_none() && matches!(meta.proto, PROTO_TCP | PROTO_UDP) && frame.len() >= meta.l4 + 8;
+    let (IpAddr::V4(ns), IpAddr::V4(nd), true) = (src.0, dst.0, simple) else {
+        if meta.src != src.0 {
+            set_src_ip(frame, meta, src.0);
+        }
+        if meta.dst != dst.0 {
+            set_dst_ip(frame, meta, dst.0);
+        }
+        if meta.sport != src.1 {
+            set_src_port(frame, meta, src.1);
+        }
+        if meta.dport != dst.1 {
+            set_dst_port(frame, meta, dst.1);
+        }
+        return;
+    };
+    let (Some(os), Some(od)) = (rd32(frame, l3 + 12), rd32(frame, l3 + 16)) else { return };
+    let (ns, nd) = (u32::from(ns), u32::from(nd));
+    let mut ip = Delta::new();
+    ip.word32(os, ns);
+    ip.word32(od, nd);
+    frame[l3 + 12..l3 + 16].copy_from_slice(&ns.to_be_bytes());
+    frame[l3 + 16..l3 + 20].copy_from_slice(&nd.to_be_bytes());
+    fix(frame, l3 + 10, &ip, false);
+
+    let l4 = meta.l4;
+    let mut tp = ip;
+    tp.word(meta.sport, src.1);
+    tp.word(meta.dport, dst.1);
+    wr16(frame, l4, src.1);
+    wr16(frame, l4 + 2, dst.1);
+    let udp = meta.proto == PROTO_UDP;
+    let at = if udp { l4 + 6 } else { l4 + 16 };
+    if udp || meta.tcp.is_some() {
+        fix(frame, at, &tp, udp);
+    }
+    meta.src = src.0;
+    meta.dst = dst.0;
+    meta.sport = src.1;
+    meta.dport = dst.1;
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
@@ -792,50 +840,3 @@ pub(crate) mod tests {
     }
 }
 
-/// The NAT fast path: set source and destination address and port at once,
-/// with one incremental update per checksum. IPv4 TCP/UDP outside fragments
-/// is done here directly; anything else goes through the single setters.
-#[inline]
-pub fn translate(frame: &mut [u8], meta: &mut Meta, src: (IpAddr, u16), dst: (IpAddr, u16)) {
-    let l3 = meta.l3;
-    let simple = !meta.v6 && meta.frag.is_none() && matches!(meta.proto, PROTO_TCP | PROTO_UDP) && frame.len() >= meta.l4 + 8;
-    let (IpAddr::V4(ns), IpAddr::V4(nd), true) = (src.0, dst.0, simple) else {
-        if meta.src != src.0 {
-            set_src_ip(frame, meta, src.0);
-        }
-        if meta.dst != dst.0 {
-            set_dst_ip(frame, meta, dst.0);
-        }
-        if meta.sport != src.1 {
-            set_src_port(frame, meta, src.1);
-        }
-        if meta.dport != dst.1 {
-            set_dst_port(frame, meta, dst.1);
-        }
-        return;
-    };
-    let (Some(os), Some(od)) = (rd32(frame, l3 + 12), rd32(frame, l3 + 16)) else { return };
-    let (ns, nd) = (u32::from(ns), u32::from(nd));
-    let mut ip = Delta::new();
-    ip.word32(os, ns);
-    ip.word32(od, nd);
-    frame[l3 + 12..l3 + 16].copy_from_slice(&ns.to_be_bytes());
-    frame[l3 + 16..l3 + 20].copy_from_slice(&nd.to_be_bytes());
-    fix(frame, l3 + 10, &ip, false);
-
-    let l4 = meta.l4;
-    let mut tp = ip;
-    tp.word(meta.sport, src.1);
-    tp.word(meta.dport, dst.1);
-    wr16(frame, l4, src.1);
-    wr16(frame, l4 + 2, dst.1);
-    let udp = meta.proto == PROTO_UDP;
-    let at = if udp { l4 + 6 } else { l4 + 16 };
-    if udp || meta.tcp.is_some() {
-        fix(frame, at, &tp, udp);
-    }
-    meta.src = src.0;
-    meta.dst = dst.0;
-    meta.sport = src.1;
-    meta.dport = dst.1;
-}
