@@ -857,6 +857,24 @@ impl FtpSession {
         }
     }
 
+    /// Bytes the session keeps for both directions: seen in order and not yet
+    /// forwarded (a partial line that may still change), plus the line
+    /// reassembler's copy of the current line. Each direction is bounded by
+    /// about twice `MAX_LINE`: a longer line is a violation.
+    pub fn buffered_bytes(&self) -> usize {
+        self.halves.iter().flatten().map(|h| h.held.len() + h.stream.partial_len() + h.stream.held_bytes()).sum()
+    }
+
+    /// Rewrites remembered for sequence mapping, both directions.
+    pub fn rewrite_history(&self) -> usize {
+        self.halves.iter().flatten().map(|h| h.rewrites.len()).sum()
+    }
+
+    /// Commands still waiting for their final reply.
+    pub fn pending_replies(&self) -> usize {
+        self.pending.len()
+    }
+
     /// Where the stream of `dir` stands, in the receiver's sequence numbers:
     /// (next sequence number the receiver expects from this sender). For RSTs.
     pub fn receiver_next(&self, dir: Dir) -> Option<u32> {
