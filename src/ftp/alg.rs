@@ -496,7 +496,8 @@ impl FtpSession {
         match cmd {
             Command::Port(addr) => self.on_active(cx, start, text, old_len, SocketAddr::V4(addr), None),
             Command::Eprt(addr) => {
-                let delim = text.get(5).copied().unwrap_or(b'|');
+                // The argument's first byte, however many spaces follow the verb.
+                let delim = text.iter().skip(4).find(|&&b| b != b' ').copied().unwrap_or(b'|');
                 self.on_active(cx, start, text, old_len, addr, Some(delim))
             }
             Command::Pasv | Command::Epsv(_) => {
