@@ -316,3 +316,27 @@ proptest! {
         generated_verify(&sim);
     }
 }
+
+/// Whatever EPRT spelling the parser accepts, the rewritten line the server
+/// gets must be one the parser reads as the public address and port the
+/// pinhole waits on (found by reading the ALG: the delimiter was taken from
+/// a fixed offset, so `EPRT  |1|...` with two spaces came out with a space
+/// as its delimiter).
+#[test]
+fn rewritten_eprt_parses_whatever_the_spacing() {
+    for line in [&b"EPRT |1|192.0.2.10|40000|\r\n"[..], b"EPRT  |1|192.0.2.10|40000|\r\n", b"eprt !1!192.0.2.10!40000!\r\n"] {
+        let mut sim = FtpSim::masq(masq_cfg());
+        sim.greet();
+        let (v, seen) = sim.client(line);
+        assert_eq!(v, Verdict::Forward(OUTSIDE));
+        let got = seen.unwrap().payload;
+        let text = got.strip_suffix(b"\r\n").unwrap();
+        match ftpgate::ftp::parse::parse_command(text) {
+            Ok(ftpgate::ftp::parse::Command::Eprt(a)) => {
+                assert_eq!(a.ip(), ip("198.51.100.1"), "{:?}", String::from_utf8_lossy(&got));
+                assert!(sim.e.pinholes().contains_key(&(a.ip(), a.port())));
+            }
+            other => panic!("{:?} went out as {:?}: {other:?}", String::from_utf8_lossy(line), String::from_utf8_lossy(&got)),
+        }
+    }
+}
