@@ -40,7 +40,10 @@ pub fn run(data: &[u8]) {
         }
         Err(errors) => {
             assert!(!errors.is_empty(), "an error result names at least one problem");
-            let lines = text.split('\n').count();
+            // YAML line breaks: LF, CRLF, and a bare CR.
+            let bytes = text.as_bytes();
+            let bare_cr = bytes.iter().enumerate().filter(|&(i, &b)| b == b'\r' && bytes.get(i + 1) != Some(&b'\n')).count();
+            let lines = text.split('\n').count() + bare_cr;
             for e in &errors {
                 assert!(e.line >= 1 && e.line <= lines + 1, "error line {} outside 1..={}: {e}", e.line, lines + 1);
                 assert!(e.column >= 1, "error column {}: {e}", e.column);
