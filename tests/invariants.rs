@@ -360,3 +360,32 @@ fn transport_checksum_with_high_addresses() {
         assert_eq!(checksum::transport(ip(s), ip(d), 6, &l4, 16), want, "{s} -> {d}");
     }
 }
+
+/// Found by the `wire` fuzz target: an ICMP error quoting fewer than 4 bytes
+/// of the inner UDP/TCP header has no inner ports for the parser, but
+/// `set_inner_sport` still wrote one into the 2-3 quoted bytes and recorded
+/// it in `Meta`, so the setters' view and a fresh parse disagreed. The setter
+/// now follows the parser's rule (both ports quoted, or none touched).
+#[test]
+fn inner_port_setter_matches_the_parser_on_a_truncated_quote() {
+    use ftpgate::wire::{parse_frame, setters, FrameKind};
+    let mut f = vec![0u8; 12];
+    f.extend_from_slice(&[0x08, 0x00]);
+    let inner_len = 20 + 3;
+    let total = 20 + 8 + inner_len;
+    // Outer IPv4: 203.0.113.9 -> 192.0.2.10, ICMP.
+    f.extend_from_slice(&[0x45, 0, 0, total as u8, 0, 0, 0, 0, 64, 1, 0, 0, 203, 0, 113, 9, 192, 0, 2, 10]);
+    // ICMP destination unreachable, port unreachable.
+    f.extend_from_slice(&[3, 3, 0, 0, 0, 0, 0, 0]);
+    // Quoted IPv4 header (UDP) and three bytes of its UDP header.
+    f.extend_from_slice(&[0x45, 0, 0, 40, 0, 0, 0, 0, 64, 17, 0, 0, 192, 0, 2, 10, 203, 0, 113, 9]);
+    f.extend_from_slice(&[0x9c, 0x40, 0x00]);
+    let FrameKind::Ip(mut m) = parse_frame(&f) else { panic!("parses") };
+    let inner = m.icmp.and_then(|i| i.inner).expect("inner header");
+    assert_eq!((inner.sport, inner.dport), (0, 0), "no ports in a 3-byte quote");
+    let before = f.clone();
+    setters::set_inner_sport(&mut f, &mut m, 1234);
+    let FrameKind::Ip(again) = parse_frame(&f) else { panic!("still parses") };
+    assert_eq!(again, m, "setter and parser agree");
+    assert_eq!(f, before, "nothing to change");
+}
