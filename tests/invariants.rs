@@ -389,3 +389,37 @@ fn inner_port_setter_matches_the_parser_on_a_truncated_quote() {
     assert_eq!(again, m, "setter and parser agree");
     assert_eq!(f, before, "nothing to change");
 }
+
+/// Found by the `wire` fuzz target: an ICMPv6 error quoting an IPv6 packet
+/// that carries ICMPv4 (protocol 1) with type 128. The parser reads no identifier
+/// (wrong family), but `set_inner_dport` took it for an ICMPv6 echo and rewrote it.
+#[test]
+fn inner_port_setter_ignores_icmp_of_the_other_family() {
+    use ftpgate::wire::{parse_frame, setters, FrameKind};
+    let a: std::net::Ipv6Addr = "2001:db8:2::20".parse().unwrap();
+    let b: std::net::Ipv6Addr = "2001:db8:1::10".parse().unwrap();
+    let mut f = vec![0u8; 12];
+    f.extend_from_slice(&[0x86, 0xdd]);
+    let payload_len: u16 = 8 + 40 + 8;
+    f.extend_from_slice(&[0x60, 0, 0, 0]);
+    f.extend_from_slice(&payload_len.to_be_bytes());
+    f.extend_from_slice(&[58, 64]);
+    f.extend_from_slice(&a.octets());
+    f.extend_from_slice(&b.octets());
+    // ICMPv6 destination unreachable.
+    f.extend_from_slice(&[1, 4, 0, 0, 0, 0, 0, 0]);
+    // Quoted IPv6 header, next header 1 (ICMPv4).
+    f.extend_from_slice(&[0x60, 0, 0, 0, 0, 8, 1, 64]);
+    f.extend_from_slice(&b.octets());
+    f.extend_from_slice(&a.octets());
+    // Type 128 is an echo request only in ICMPv6; here it is ICMPv4 (type 128 is unassigned).
+    f.extend_from_slice(&[128, 0, 0, 0, 0x40, 0x00, 0, 1]);
+    let FrameKind::Ip(mut m) = parse_frame(&f) else { panic!("parses") };
+    let inner = m.icmp.and_then(|i| i.inner).expect("inner header");
+    assert_eq!((inner.sport, inner.dport), (0, 0));
+    let before = f.clone();
+    setters::set_inner_dport(&mut f, &mut m, 999);
+    let FrameKind::Ip(again) = parse_frame(&f) else { panic!("still parses") };
+    assert_eq!(again, m, "setter and parser agree");
+    assert_eq!(f, before, "nothing to change");
+}
