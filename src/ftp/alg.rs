@@ -594,7 +594,8 @@ impl FtpSession {
         match cmd {
             Command::Port(addr) => self.on_active(cx, start, text, old_len, SocketAddr::V4(addr), None),
             Command::Eprt(addr) => {
-                let delim = text.get(5).copied().unwrap_or(b'|');
+                // The argument's first byte, however many spaces follow the verb.
+                let delim = text.iter().skip(4).find(|&&b| b != b' ').copied().unwrap_or(b'|');
                 self.on_active(cx, start, text, old_len, addr, Some(delim))
             }
             Command::Pasv | Command::Epsv(_) => {
@@ -989,6 +990,24 @@ impl FtpSession {
             }
             OnViolation::Drop => SegVerdict::Drop(reason, detail),
         }
+    }
+
+    /// Bytes the session keeps for both directions: seen in order and not yet
+    /// forwarded (a partial line that may still change), plus the line
+    /// reassembler's copy of the current line. Each direction is bounded by
+    /// about twice `MAX_LINE`: a longer line is a violation.
+    pub fn buffered_bytes(&self) -> usize {
+        self.halves.iter().flatten().map(|h| h.held.len() + h.stream.partial_len() + h.stream.held_bytes()).sum()
+    }
+
+    /// Rewrites remembered for sequence mapping, both directions.
+    pub fn rewrite_history(&self) -> usize {
+        self.halves.iter().flatten().map(|h| h.rewrites.len()).sum()
+    }
+
+    /// Commands still waiting for their final reply.
+    pub fn pending_replies(&self) -> usize {
+        self.pending.len()
     }
 
     /// Where the stream of `dir` stands, in the receiver's sequence numbers:

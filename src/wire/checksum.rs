@@ -134,19 +134,26 @@ pub fn ipv4_header(hdr: &[u8]) -> u16 {
     !fold(sum(&hdr[12..], sum(&hdr[..10], 0)))
 }
 
+/// One's-complement addition of two unfolded 32-bit sums.
+fn add_carry(a: u32, b: u32) -> u32 {
+    let s = a as u64 + b as u64;
+    ((s & 0xffff_ffff) + (s >> 32)) as u32
+}
+
 /// Unfolded sum of the TCP/UDP/ICMPv6 pseudo-header (RFC 793, 768, 8200 §8.1).
 pub fn pseudo_header(src: IpAddr, dst: IpAddr, proto: u8, len: usize) -> u32 {
     match (src, dst) {
         (IpAddr::V4(s), IpAddr::V4(d)) => {
             let acc = sum(&s.octets(), 0);
             let acc = sum(&d.octets(), acc);
-            acc + proto as u32 + (len as u32 & 0xffff)
+            // `sum` may return up to u32::MAX: add with the end-around carry.
+            add_carry(acc, proto as u32 + (len as u32 & 0xffff))
         }
         (IpAddr::V6(s), IpAddr::V6(d)) => {
             let acc = sum(&s.octets(), 0);
             let acc = sum(&d.octets(), acc);
             let l = len as u32;
-            acc + (l >> 16) + (l & 0xffff) + proto as u32
+            add_carry(acc, (l >> 16) + (l & 0xffff) + proto as u32)
         }
         _ => {
             debug_assert!(false, "address family mismatch");

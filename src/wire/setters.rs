@@ -354,8 +354,10 @@ fn edit_inner(frame: &mut [u8], meta: &mut Meta, e: InnerEdit) {
                 return;
             }
             let at = match inner.proto {
-                PROTO_TCP | PROTO_UDP => inner.l4 + if dst { 2 } else { 0 },
-                PROTO_ICMP | PROTO_ICMPV6 if inner.l4 + 6 <= end => {
+                // Ports only when both are quoted, the parser's rule: else `meta` and the bytes disagree.
+                PROTO_TCP | PROTO_UDP if inner.l4 + 4 <= end => inner.l4 + if dst { 2 } else { 0 },
+                // As the parser: an echo id only for the ICMP of the packet's own family.
+                PROTO_ICMP | PROTO_ICMPV6 if inner.l4 + 6 <= end && (inner.proto == PROTO_ICMPV6) == meta.v6 => {
                     // Only an echo has an identifier (the parser set both ports from it).
                     let ty = frame[inner.l4];
                     if !super::parse::is_echo(meta.v6, ty) {
