@@ -108,11 +108,14 @@ fn segments(bytes: &[u8], cuts: &[usize]) -> Vec<Vec<u8>> {
 }
 
 /// What one end sent, and the rewrites the gateway recorded for its lines:
-/// (first, last+1 line index the rewrite may apply to, before, after).
+/// (first, last+1 line index the rewrite's last line may have, the lines
+/// before, after). A rewrite covers one line, or, where the gateway replaces
+/// a whole multi-line reply by one refusal, the held lines it takes out
+/// (rewritten to nothing) followed by the final line.
 #[derive(Default)]
 struct Sent {
     bytes: Vec<u8>,
-    rewrites: Vec<(usize, usize, String, String)>,
+    rewrites: Vec<(usize, usize, Vec<String>, String)>,
 }
 
 impl Sent {
@@ -132,13 +135,23 @@ impl Sent {
         let show = |v: &[Vec<u8>]| v.iter().map(|l| String::from_utf8_lossy(l).into_owned()).collect::<Vec<_>>();
         let mut r = self.rewrites.iter().peekable();
         let mut j = 0;
-        for (i, line) in sent.iter().enumerate() {
+        let mut i = 0;
+        while i < sent.len() {
+            let line = &sent[i];
             let g = got.get(j).unwrap_or_else(|| panic!("{who} is missing line {i} {:?}", String::from_utf8_lossy(line)));
             match r.peek() {
-                Some((lo, hi, before, after)) if (*lo..*hi).contains(&i) && before.as_bytes() == &line[..] && after.as_bytes() == &g[..] => {
+                Some((lo, hi, befores, after))
+                    if (*lo..*hi).contains(&(i + befores.len() - 1))
+                        && sent.get(i..i + befores.len()).is_some_and(|s| s.iter().zip(befores.iter()).all(|(a, b)| a == b.as_bytes()))
+                        && after.as_bytes() == &g[..] =>
+                {
+                    i += befores.len();
                     r.next();
                 }
-                _ => assert_eq!(show(&[g.clone()]), show(&[line.clone()]), "{who} line {j}\nsent {:?}\ngot  {:?}", show(&sent), show(&got)),
+                _ => {
+                    assert_eq!(show(&[g.clone()]), show(&[line.clone()]), "{who} line {j}\nsent {:?}\ngot  {:?}", show(&sent), show(&got));
+                    i += 1;
+                }
             }
             j += 1;
         }
@@ -168,11 +181,17 @@ fn drive(sim: &mut FtpSim, steps: &[Step]) -> (Sent, Sent) {
             let (v, _) = if client { sim.client(&seg) } else { sim.server(&seg) };
             assert!(matches!(v, Verdict::Forward(_) | Verdict::Consumed), "segment {:?}: {v:?}", String::from_utf8_lossy(&seg));
             let sent = if client { &mut c } else { &mut s };
+            let mut pending_out: Vec<String> = Vec::new();
             for ev in &sim.s.events[events_before..] {
                 let ev: serde_json::Value = serde_json::from_str(&ev.to_json()).unwrap();
                 if ev["event"] == "alg_rewrite" {
                     let (before, after) = (ev["before"].as_str().unwrap(), ev["after"].as_str().unwrap());
-                    sent.rewrites.push((first, done, before.to_string(), after.to_string()));
+                    pending_out.push(before.to_string());
+                    if !after.is_empty() {
+                        // The lines taken out so far belong to this one's reply.
+                        let befores = std::mem::take(&mut pending_out);
+                        sent.rewrites.push((first, done, befores, after.to_string()));
+                    }
                 }
             }
         }
