@@ -411,7 +411,7 @@ fn out_of_order_and_overlapping_segments() {
     assert_eq!(legit_session(&sim).buffered_bytes(), 0);
 }
 
-/// KNOWN BUG (reported, not fixed): a retransmission of bytes the ALG has
+/// Was a known bug, now fixed (the ALG re-sends its first-seen copy): a retransmission of bytes the ALG has
 /// already forwarded is forwarded with *its own* content, not the content
 /// the ALG inspected (src/ftp/alg.rs `on_segment`, the `a < released_before`
 /// branch maps `seg.payload`). If the first copy never reaches the server
@@ -419,7 +419,6 @@ fn out_of_order_and_overlapping_segments() {
 /// executes a line the ALG never saw: here a `deny_commands` verb; the same
 /// way a PORT to a third host (FTP bounce) slips past the bounce check.
 #[test]
-#[ignore = "known bug: conflicting retransmissions of forwarded bytes pass uninspected"]
 fn conflicting_retransmission_of_forwarded_bytes_is_not_forwarded() {
     let mut cfg = lab_config(true);
     cfg.ftp.deny_commands = vec!["DELE".into()];
@@ -475,13 +474,12 @@ fn nat_ports_to_one_server_exhausted() {
     nat_exhaustion(5);
 }
 
-/// KNOWN LIMIT (reported, not fixed): commands the server has not answered
+/// Was a known limit, now fixed (ordinary commands are one counted entry): commands the server has not answered
 /// yet are queued without a cap (`FtpSession::pending`, ~32 bytes each). A
 /// client pipelining commands to a server that reads but does not answer
 /// grows the queue by one entry per line, bounded only by what the server's
 /// TCP accepts. A cap (Zeek has one) with a violation beyond it would bound it.
 #[test]
-#[ignore = "known limit: the pending-reply queue has no cap"]
 fn unanswered_pipelined_commands_are_bounded() {
     let mut sim = FtpSim::masq(lab_config(true));
     sim.greet();

@@ -36,6 +36,10 @@ use crate::wire::{tcp_flags, PROTO_TCP};
 
 /// Longest control line accepted (a long path name fits; a flood does not).
 pub const MAX_LINE: usize = 4096;
+/// Forwarded, unacknowledged bytes kept per direction to check retransmissions.
+const MAX_UNACKED: usize = 64 * 1024;
+/// Commands awaiting a reply before the session is treated as abusive.
+const MAX_PENDING: usize = 256;
 /// A multi-line reply to PASV/EPSV is held whole up to this size.
 const MAX_HELD_REPLY: usize = 8192;
 /// Rewrites remembered per direction before the oldest acknowledged ones are folded.
@@ -122,6 +126,11 @@ struct Half {
     multiline: Option<u16>,
     /// Replay only: how far the receiver has acknowledged (stream offset).
     peer_acked: u64,
+    /// The bytes forwarded but not yet acknowledged, as first seen, from
+    /// stream offset `unacked_base`: a retransmission is forwarded with these,
+    /// never with different bytes the sender (or an injector) puts in it.
+    unacked: std::collections::VecDeque<u8>,
+    unacked_base: u64,
     /// The lines of that reply so far (offset, length with terminator), so a
     /// refusal can take them back while they are still held.
     ml_lines: Vec<(u64, usize)>,
@@ -139,6 +148,8 @@ impl Half {
             blocked: None,
             multiline: None,
             peer_acked: 0,
+            unacked: std::collections::VecDeque::new(),
+            unacked_base: 0,
             ml_lines: Vec::new(),
         }
     }
@@ -241,7 +252,8 @@ enum Pending {
     Auth(String),
     /// A command the gateway replaced by NOOP; its reply becomes this refusal.
     Refused(String),
-    Other,
+    /// This many other commands in a row (one entry, however many are pipelined).
+    Other(u32),
 }
 
 pub struct FtpSession {
@@ -358,8 +370,18 @@ impl FtpSession {
     /// the frame.
     pub fn on_segment(&mut self, cx: &mut Ctx<'_>, dir: Dir, seg: &Seg<'_>) -> (SegVerdict, Edit) {
         let mut edit = Edit::default();
-        if cx.capture && seg.flags & tcp_flags::ACK != 0 {
-            self.note_peer_ack(dir, seg.ack);
+        if seg.flags & tcp_flags::ACK != 0 {
+            if cx.capture {
+                self.note_peer_ack(dir, seg.ack);
+            }
+            let acked = self.map_ack(dir, seg.ack);
+            if let Some(h) = self.halves[dir.flip().idx()].as_mut() {
+                let upto = h.stream.offset_of(acked).min(h.unacked_base + h.unacked.len() as u64);
+                if upto > h.unacked_base {
+                    h.unacked.drain(..(upto - h.unacked_base) as usize);
+                    h.unacked_base = upto;
+                }
+            }
         }
         if seg.flags & tcp_flags::ACK != 0 && self.other_shifted(dir) {
             let a = self.map_ack(dir, seg.ack);
@@ -436,14 +458,33 @@ impl FtpSession {
         let mut out = Vec::with_capacity(seg.payload.len() + 32);
         let mut start = released_before;
         if a < released_before && b > a && (emit_len == 0 || b >= released_before) {
-            // Retransmitted bytes already forwarded once: same mapping as then.
+            // Retransmitted bytes already forwarded once: the same bytes as
+            // then (first seen wins), with the same mapping.
             let upto = b.min(released_before);
-            half.map_bytes(a, &seg.payload[..(upto - a) as usize], &mut out);
+            let mut again = seg.payload[..(upto - a) as usize].to_vec();
+            let from = a.max(half.unacked_base);
+            let to = upto.min(half.unacked_base + half.unacked.len() as u64);
+            for o in from..to {
+                again[(o - a) as usize] = half.unacked[(o - half.unacked_base) as usize];
+            }
+            half.map_bytes(a, &again, &mut out);
             start = a;
         }
         if emit_len > 0 {
             let emit: Vec<u8> = half.held.drain(..emit_len).collect();
             half.map_bytes(released_before, &emit, &mut out);
+            if half.unacked_base + half.unacked.len() as u64 == released_before {
+                half.unacked.extend(&emit);
+                if half.unacked.len() > MAX_UNACKED {
+                    let over = half.unacked.len() - MAX_UNACKED;
+                    half.unacked.drain(..over);
+                    half.unacked_base += over as u64;
+                }
+            } else {
+                // A gap in what we keep (capture loss resync): start afresh here.
+                half.unacked = emit.into();
+                half.unacked_base = released_before;
+            }
             half.released += emit_len as u64;
         }
         if out.is_empty() && !fin {
@@ -566,6 +607,10 @@ impl FtpSession {
     }
 
     fn on_command(&mut self, cx: &mut Ctx<'_>, start: u64, text: &[u8], old_len: usize) -> Option<SegVerdict> {
+        if self.pending.len() >= MAX_PENDING {
+            let detail = format!("more than {MAX_PENDING} data-connection commands awaiting a reply");
+            return Some(self.violation(cx, Dir::Orig, start, DropReason::Limit, detail));
+        }
         if let Some(verb) = disguised_verb(text, &cx.cfg.deny_commands) {
             // Telnet codes or odd white space around a verb the gateway acts
             // on: a server may read it as that verb while the gateway would not.
@@ -607,7 +652,7 @@ impl FtpSession {
             }
             Command::EpsvAll => {
                 self.epsv_all = true;
-                self.pending.push_back(Pending::Other);
+                self.push_other();
                 None
             }
             Command::Lprt | Command::Lpsv => {
@@ -623,7 +668,7 @@ impl FtpSession {
                     let why = format!("{verb}: command not allowed by the gateway (ftp.deny_commands)");
                     return self.refuse(cx, start, old_len, DropReason::CommandDenied, why);
                 }
-                self.pending.push_back(Pending::Other);
+                self.push_other();
                 None
             }
         }
@@ -747,7 +792,7 @@ impl FtpSession {
                 return None;
             }
         }
-        let pending = self.pending.pop_front()?; // unsolicited replies (the greeting) change nothing
+        let pending = self.pop_pending()?; // unsolicited replies (the greeting) change nothing
         match (pending, rl.code) {
             (Pending::Pasv, 227) => self.on_227(cx, start, text, rl.text, old_len),
             (Pending::Epsv, 229) => self.on_229(cx, start, text, rl.text, old_len),
@@ -963,6 +1008,23 @@ impl FtpSession {
         self.pending.push_back(Pending::Refused(format!("{code} {why}")));
         self.rewrite(cx, Dir::Orig, start, old_len, b"NOOP\r\n".to_vec());
         None
+    }
+
+    fn push_other(&mut self) {
+        match self.pending.back_mut() {
+            Some(Pending::Other(n)) => *n = n.saturating_add(1),
+            _ => self.pending.push_back(Pending::Other(1)),
+        }
+    }
+
+    fn pop_pending(&mut self) -> Option<Pending> {
+        if let Some(Pending::Other(n)) = self.pending.front_mut() {
+            if *n > 1 {
+                *n -= 1;
+                return Some(Pending::Other(1));
+            }
+        }
+        self.pending.pop_front()
     }
 
     /// Replace a whole reply (every line of a multi-line one, still held)
