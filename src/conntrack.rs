@@ -174,7 +174,9 @@ struct Index {
 impl Index {
     fn with_keys(keys: usize) -> Index {
         let cap = (keys.max(8) * 4 / 3 + 1).next_power_of_two();
-        Index { entries: vec![0; cap], mask: cap - 1, len: 0 }
+        let entries = vec![0; cap];
+        advise_huge_pages(&entries);
+        Index { entries, mask: cap - 1, len: 0 }
     }
 
     #[inline(always)]
@@ -238,6 +240,7 @@ impl Index {
 
     fn grow(&mut self) {
         let old = std::mem::replace(&mut self.entries, vec![0; (self.mask + 1) * 2]);
+        advise_huge_pages(&self.entries);
         self.mask = self.entries.len() - 1;
         for e in old.into_iter().filter(|&e| e != 0) {
             // The tag is the hash's high half, all that `home` and `put` use.
@@ -297,6 +300,29 @@ pub(crate) fn prefetch(p: *const u8) {
     let _ = p;
 }
 
+/// Ask the kernel for transparent huge pages under a large array. Every
+/// frame touches a random index entry and a random connection: on 4 KiB
+/// pages nearly every one of those is also a TLB miss and a page walk (the
+/// more so under nested paging), which prefetching overlaps but does not
+/// remove. Only a hint; without THP (or on other systems) nothing changes.
+fn advise_huge_pages<T>(v: &Vec<T>) {
+    const HUGE: usize = 2 << 20;
+    let bytes = v.capacity() * std::mem::size_of::<T>();
+    if bytes < HUGE {
+        return;
+    }
+    #[cfg(target_os = "linux")]
+    {
+        let start = v.as_ptr() as usize;
+        let (from, to) = ((start + 4095) & !4095, (start + bytes) & !4095);
+        if to > from {
+            // SAFETY: the range lies inside the vector's own allocation (rounded
+            // inward to whole pages); MADV_HUGEPAGE changes no contents.
+            unsafe { libc::madvise(from as *mut libc::c_void, to - from, libc::MADV_HUGEPAGE) };
+        }
+    }
+}
+
 /// Up to this many connections' worth of index and slab is reserved at start
 /// (`Table::new`); beyond it the table grows by doubling.
 const PRESIZE_MAX: usize = 1 << 23;
@@ -324,10 +350,12 @@ impl Table {
     pub fn new(seed: u64, capacity: usize) -> Table {
         let hasher = foldhash::quality::SeedableRandomState::with_seed(seed, foldhash::SharedSeed::global_fixed());
         let capacity = capacity.min(PRESIZE_MAX);
+        let conns = Vec::with_capacity(capacity);
+        advise_huge_pages(&conns);
         Table {
             index: Index::with_keys(capacity * 2),
             hasher,
-            conns: Vec::with_capacity(capacity),
+            conns,
             free: Vec::new(),
             live: 0,
             sweep_cursor: 0,
@@ -414,7 +442,11 @@ impl Table {
         let id = match self.free.pop() {
             Some(id) => id,
             None => {
+                let cap = self.conns.capacity();
                 self.conns.push(None);
+                if self.conns.capacity() != cap {
+                    advise_huge_pages(&self.conns);
+                }
                 (self.conns.len() - 1) as ConnId
             }
         };
