@@ -10,6 +10,8 @@
 //! table is bigger than the caches). One criterion "element" is one frame.
 //! The frame is stamped into a reused buffer from a template before each
 //! call; `harness/*` measures that stamping alone, to subtract.
+//! `batch/*` cases feed the same frames through `Engine::process_batch` in
+//! bursts of `engine::BATCH`, each frame in its own buffer.
 //! Memory per connection is measured by `cargo run --release --example memprobe`.
 //!
 //! Timing uses this thread's CPU time (CLOCK_THREAD_CPUTIME_ID), not the wall
@@ -24,7 +26,7 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use ftpgate::engine::{Engine, Verdict};
+use ftpgate::engine::{BatchFrame, Engine, Verdict, BATCH};
 
 use fixture::{handshake, shuffled, Flow, Lab, NullSink, Template, Way, INSIDE, LARGE, OUTSIDE, SMALL};
 
@@ -107,6 +109,43 @@ fn established(c: &mut Criterion) {
                     });
                     assert_eq!(wrong, 0, "{name}: every frame of an established connection is forwarded");
                 }
+            }
+        }
+        // The same small frames in bursts. One iteration = one burst; the
+        // throughput is per frame.
+        g.throughput(Throughput::Elements(BATCH as u64));
+        for way in [Way::Out, Way::In] {
+            let tpl = Template::new(way, "A", SMALL);
+            let (ingress, egress, way_name) = match way {
+                Way::Out => (INSIDE, OUTSIDE, "out"),
+                Way::In => (OUTSIDE, INSIDE, "in"),
+            };
+            for (order_name, order) in [("seq", &flows), ("random", &random)] {
+                let name = format!("batch/small/{order_name}/{way_name}");
+                let mut bufs: Vec<Vec<u8>> = (0..BATCH).map(|_| Vec::with_capacity(2048)).collect();
+                let mut i = 0usize;
+                let mut wrong = 0u64;
+                g.bench_function(&name, |b| {
+                    b.iter_custom(|iters| {
+                        let start = clock.now();
+                        for _ in 0..iters {
+                            for buf in bufs.iter_mut() {
+                                tpl.stamp(buf, &order[i]);
+                                i += 1;
+                                if i == order.len() {
+                                    i = 0;
+                                }
+                            }
+                            let mut it = bufs.iter_mut();
+                            let mut batch: [BatchFrame<'_>; BATCH] =
+                                std::array::from_fn(|_| BatchFrame::new(ingress, 0, it.next().expect("BATCH buffers")));
+                            engine.process_batch(now, &mut batch, &mut sink);
+                            wrong += batch.iter().filter(|b| b.verdict != Verdict::Forward(egress)).count() as u64;
+                        }
+                        clock.now() - start
+                    })
+                });
+                assert_eq!(wrong, 0, "{name}: every frame of an established connection is forwarded");
             }
         }
         g.finish();

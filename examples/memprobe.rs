@@ -9,23 +9,55 @@
 //! growth of the resident set, each divided by N. Run one N per process for
 //! the cleanest RSS figure (freed memory is not always returned to the OS).
 //!
-//! `push N FRAMES [seq|random] [out|in|both] [small|large]`: N established
-//! connections, then FRAMES data frames through `Engine::process`, inside
-//! `push_frames` (a separate function, so `valgrind --tool=callgrind
-//! --toggle-collect=*push_frames*` counts only this phase). Prints wall time,
-//! and the CPU's own counters for the phase when perf events are available.
+//! `push N FRAMES [seq|random] [out|in|both] [small|large] [one|batch]`: N
+//! established connections, then FRAMES data frames through `Engine::process`
+//! (`one`, the default) or `Engine::process_batch` in bursts of
+//! `engine::BATCH` (`batch`), inside `push_frames` (a separate function, so
+//! `valgrind --tool=callgrind --toggle-collect=*push_frames*` counts only
+//! this phase). Prints CPU and wall time, the CPU's own counters for the
+//! phase when perf events are available, and how many heap allocations the
+//! phase made (a counting global allocator; it must be zero).
 
 #[path = "../benches/fixture/mod.rs"]
 mod fixture;
 
+use std::alloc::{GlobalAlloc, Layout, System};
 use std::mem::size_of;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use ftpgate::conntrack::{Conn, Tuple};
-use ftpgate::engine::{Engine, Verdict};
+use ftpgate::engine::{BatchFrame, Engine, Verdict, BATCH};
 use ftpgate::time::Nanos;
 
 use fixture::{rss_bytes, shuffled, Flow, Lab, NullSink, Template, Way, INSIDE, LARGE, OUTSIDE, SMALL};
+
+/// Counts heap allocations, to show the measured loop makes none.
+struct Counting;
+
+static ALLOCS: AtomicU64 = AtomicU64::new(0);
+
+// SAFETY: forwards every call to the system allocator unchanged; only counts.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
+        ALLOCS.fetch_add(1, Ordering::Relaxed);
+        System.alloc(l)
+    }
+    unsafe fn alloc_zeroed(&self, l: Layout) -> *mut u8 {
+        ALLOCS.fetch_add(1, Ordering::Relaxed);
+        System.alloc_zeroed(l)
+    }
+    unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
+        ALLOCS.fetch_add(1, Ordering::Relaxed);
+        System.realloc(p, l, n)
+    }
+    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
+        System.dealloc(p, l)
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -47,10 +79,11 @@ fn main() {
                 _ => vec![Way::Out, Way::In],
             };
             let large = args.get(5).map_or("small", String::as_str) == "large";
-            push(n, frames, random, &ways, large);
+            let batch = args.get(6).map_or("one", String::as_str) == "batch";
+            push(n, frames, random, &ways, large, batch);
         }
         _ => {
-            eprintln!("usage: memprobe mem N… | memprobe push N FRAMES [seq|random] [out|in|both] [small|large]");
+            eprintln!("usage: memprobe mem N… | memprobe push N FRAMES [seq|random] [out|in|both] [small|large] [one|batch]");
             std::process::exit(2);
         }
     }
@@ -68,7 +101,7 @@ fn sizes() {
         ("reply", offset_of!(Conn, reply), size_of::<Tuple>()),
         ("state", offset_of!(Conn, state), 1),
         ("expires", offset_of!(Conn, expires), 8),
-        ("ifaces", offset_of!(Conn, ifaces), 2 * size_of::<usize>()),
+        ("ifaces", offset_of!(Conn, ifaces), 2),
         ("macs", offset_of!(Conn, macs), 12),
         ("tcp", offset_of!(Conn, tcp), size_of::<[ftpgate::conntrack::TcpDir; 2]>()),
         ("alg", offset_of!(Conn, alg), size_of::<Option<u32>>()),
@@ -102,7 +135,7 @@ fn mem(n: usize) {
     drop(engine);
 }
 
-fn push(n: usize, frames: u64, random: bool, ways: &[Way], large: bool) {
+fn push(n: usize, frames: u64, random: bool, ways: &[Way], large: bool, batch: bool) {
     let setup = Instant::now();
     let Lab { mut engine, flows, now } = Lab::establish(n);
     eprintln!("set up {n} connections in {:.2?}", setup.elapsed());
@@ -110,17 +143,24 @@ fn push(n: usize, frames: u64, random: bool, ways: &[Way], large: bool) {
     let (size, flags) = if large { (LARGE, "PA") } else { (SMALL, "A") };
     let tpls: Vec<Template> = ways.iter().map(|&w| Template::new(w, flags, size)).collect();
     let counters = perf::Counters::open();
+    let allocs0 = ALLOCS.load(Ordering::Relaxed);
     counters.start();
     let start = Instant::now();
     let cpu0 = thread_cpu_ns();
-    let wrong = push_frames(&mut engine, &order, &tpls, now, frames);
+    let wrong = if batch {
+        push_frames_batch(&mut engine, &order, &tpls, now, frames)
+    } else {
+        push_frames(&mut engine, &order, &tpls, now, frames)
+    };
     let cpu = thread_cpu_ns() - cpu0;
     let wall = start.elapsed();
     let c = counters.stop();
+    let allocs = ALLOCS.load(Ordering::Relaxed) - allocs0;
     assert_eq!(wrong, 0, "every frame is forwarded");
     let per = |x: u64| x as f64 / frames as f64;
     println!(
-        "{n} conns, {frames} frames ({}, {}, {}): {:.1} ns/frame CPU = {:.2} Mframes/s per core; wall {:.1} ns/frame",
+        "{n} conns, {frames} frames ({}, {}, {}, {}): {:.1} ns/frame CPU = {:.2} Mframes/s per core; wall {:.1} ns/frame; {allocs} allocations",
+        if batch { "batch" } else { "one" },
         if random { "random" } else { "seq" },
         if ways.len() == 2 { "both" } else if ways[0] == Way::Out { "out" } else { "in" },
         if large { "large" } else { "small" },
@@ -170,6 +210,46 @@ fn push_frames(engine: &mut Engine, order: &[Flow], tpls: &[Template], now: Nano
                 i = 0;
             }
         }
+    }
+    wrong
+}
+
+/// `push_frames` through `Engine::process_batch`, `BATCH` frames at a time
+/// (each in its own buffer, as a receive ring would hand them over).
+#[inline(never)]
+fn push_frames_batch(engine: &mut Engine, order: &[Flow], tpls: &[Template], now: Nanos, frames: u64) -> u64 {
+    let mut bufs: Vec<Vec<u8>> = (0..BATCH).map(|_| Vec::with_capacity(2048)).collect();
+    let mut sink = NullSink;
+    let mut wrong = 0u64;
+    let mut i = 0usize;
+    let mut k = 0usize;
+    let mut done = 0u64;
+    while done < frames {
+        let n = (frames - done).min(BATCH as u64) as usize;
+        let mut ways = [(INSIDE, OUTSIDE); BATCH];
+        for (j, b) in bufs.iter_mut().take(n).enumerate() {
+            let tpl = &tpls[k];
+            tpl.stamp(b, &order[i]);
+            ways[j] = if tpl.way == Way::Out { (INSIDE, OUTSIDE) } else { (OUTSIDE, INSIDE) };
+            k += 1;
+            if k == tpls.len() {
+                k = 0;
+                i += 1;
+                if i == order.len() {
+                    i = 0;
+                }
+            }
+        }
+        let mut it = bufs.iter_mut().zip(ways);
+        let mut batch: [BatchFrame<'_>; BATCH] = std::array::from_fn(|_| {
+            let (b, (ingress, _)) = it.next().expect("BATCH buffers");
+            BatchFrame::new(ingress, 0, b)
+        });
+        engine.process_batch(now, &mut batch[..n], &mut sink);
+        for (b, (_, egress)) in batch[..n].iter().zip(ways) {
+            wrong += (b.verdict != Verdict::Forward(egress)) as u64;
+        }
+        done += n as u64;
     }
     wrong
 }

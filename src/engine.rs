@@ -18,6 +18,7 @@ use crate::nat::PortAllocator;
 use crate::policy::{self, Flow};
 use crate::route::{self, Routes};
 use crate::time::Nanos;
+use crate::wire::parse::{parse_into, Parsed};
 use crate::wire::{
     build, parse_frame, setters, tcp_flags, Arp, FrameKind, Mac, Meta, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP,
     PROTO_UDP,
@@ -42,6 +43,29 @@ pub enum Verdict {
     /// Used by the gateway itself (ARP/ND for its addresses, ping to it).
     Consumed,
 }
+
+/// One frame of a burst for `Engine::process_batch`: what `process` takes,
+/// and the verdict it would have returned.
+#[derive(Debug)]
+pub struct BatchFrame<'a> {
+    pub ingress: IfIndex,
+    /// 1-based input frame index carried into events (0: none).
+    pub packet: u64,
+    pub frame: &'a mut Vec<u8>,
+    /// Set by `process_batch`.
+    pub verdict: Verdict,
+}
+
+impl<'a> BatchFrame<'a> {
+    pub fn new(ingress: IfIndex, packet: u64, frame: &'a mut Vec<u8>) -> BatchFrame<'a> {
+        BatchFrame { ingress, packet, frame, verdict: Verdict::Consumed }
+    }
+}
+
+/// Frames parsed and prefetched together in `process_batch`. Enough for the
+/// first prefetch to land before its frame is processed; few enough that the
+/// burst's index entries and connections stay in L1/L2.
+pub const BATCH: usize = 16;
 
 /// Counters, read by the summary and the metrics endpoint.
 #[derive(Clone, Debug, Default)]
@@ -123,7 +147,8 @@ impl Engine {
             .collect();
         Engine {
             routes: Routes::new(&config),
-            table: Table::new(seed ^ 0x5eed_f7a9_a7e0_0001, 1024),
+            // Sized for the configured limit, so the index never rehashes under load.
+            table: Table::new(seed ^ 0x5eed_f7a9_a7e0_0001, config.limits.max_connections as usize),
             ports: PortAllocator::new(seed),
             macs,
             neighbors: HashMap::new(),
@@ -236,6 +261,56 @@ impl Engine {
     /// 1-based input frame index carried into events. The frame may be
     /// rewritten in place (and grow or shrink for ALG rewrites).
     pub fn process(&mut self, now: Nanos, packet: u64, ingress: IfIndex, frame: &mut Vec<u8>, sink: &mut impl Sink) -> Verdict {
+        let mut m = Meta::EMPTY;
+        let parsed = parse_into(frame, &mut m);
+        self.process_parsed(now, packet, ingress, frame, &mut m, parsed, None, sink)
+    }
+
+    /// Process a burst of frames received at `now`, exactly as calling
+    /// `process` on each in order would (same verdicts, output and events),
+    /// but faster on a big table: every frame of a group of `BATCH` is parsed
+    /// and hashed first and its index entry prefetched, then each likely
+    /// connection is prefetched, and only then are the frames processed, so
+    /// the cache misses of the group overlap instead of following each other.
+    pub fn process_batch(&mut self, now: Nanos, batch: &mut [BatchFrame<'_>], sink: &mut impl Sink) {
+        let mut metas = [Meta::EMPTY; BATCH];
+        let mut parsed = [Parsed::Other { ethertype: 0 }; BATCH];
+        let mut hashes: [Option<u64>; BATCH] = [None; BATCH];
+        for group in batch.chunks_mut(BATCH) {
+            for (i, bf) in group.iter().enumerate() {
+                parsed[i] = parse_into(bf.frame, &mut metas[i]);
+                // A guess is enough: the frame may turn out not to need the
+                // lookup (ARP, link scope, a later fragment); a prefetch is harmless.
+                hashes[i] = (parsed[i] == Parsed::Ip).then(|| {
+                    let h = self.table.hash(&tuple_of(&metas[i]));
+                    self.table.prefetch_index(h);
+                    h
+                });
+            }
+            for h in hashes[..group.len()].iter().flatten() {
+                self.table.prefetch_conn(*h);
+            }
+            for (i, bf) in group.iter_mut().enumerate() {
+                bf.verdict = self.process_parsed(now, bf.packet, bf.ingress, bf.frame, &mut metas[i], parsed[i], hashes[i], sink);
+            }
+        }
+    }
+
+    /// `process` once the frame is parsed; `hash` is the table hash of its
+    /// tuple when already known.
+    #[allow(clippy::too_many_arguments)]
+    #[inline]
+    fn process_parsed(
+        &mut self,
+        now: Nanos,
+        packet: u64,
+        ingress: IfIndex,
+        frame: &mut Vec<u8>,
+        m: &mut Meta,
+        parsed: Parsed,
+        hash: Option<u64>,
+        sink: &mut impl Sink,
+    ) -> Verdict {
         if now > self.now {
             self.now = now;
         }
@@ -244,7 +319,7 @@ impl Engine {
         let v = if ingress >= self.config.interfaces.len() {
             self.drop(&mut cx, DropReason::Invalid, None, None, "arrived on an unknown interface".into())
         } else {
-            self.process_frame(&mut cx, ingress, frame)
+            self.process_frame(&mut cx, ingress, frame, m, parsed, hash)
         };
         self.stats.generated += cx.generated;
         match v {
@@ -295,11 +370,19 @@ impl Engine {
         self.stats.generated += cx.generated;
     }
 
-    fn process_frame<S: Sink>(&mut self, cx: &mut Cx<'_, S>, ingress: IfIndex, frame: &mut Vec<u8>) -> Verdict {
-        let mut m = match parse_frame(frame) {
-            FrameKind::Ip(m) => m,
-            FrameKind::Arp(a) => return self.on_arp(cx, ingress, &a),
-            FrameKind::Other { ethertype } => {
+    fn process_frame<S: Sink>(
+        &mut self,
+        cx: &mut Cx<'_, S>,
+        ingress: IfIndex,
+        frame: &mut Vec<u8>,
+        m: &mut Meta,
+        parsed: Parsed,
+        hash: Option<u64>,
+    ) -> Verdict {
+        match parsed {
+            Parsed::Ip => {}
+            Parsed::Arp(a) => return self.on_arp(cx, ingress, &a),
+            Parsed::Other { ethertype } => {
                 return self.drop(
                     cx,
                     DropReason::Unsupported,
@@ -308,31 +391,35 @@ impl Engine {
                     format!("EtherType 0x{ethertype:04x} is not IPv4, IPv6 or ARP"),
                 )
             }
-            FrameKind::Malformed(why) => return self.drop(cx, DropReason::Invalid, None, None, why.to_string()),
-        };
+            Parsed::Malformed(why) => return self.drop(cx, DropReason::Invalid, None, None, why.to_string()),
+        }
 
         // Neighbour discovery is link-local whatever the destination: a
         // solicited advertisement comes unicast to the gateway's address.
-        if is_link_scope(m.dst) || is_nd(&m) {
-            return self.on_link_scope(cx, ingress, frame, &m);
+        if is_link_scope(m.dst) || is_nd(m) {
+            return self.on_link_scope(cx, ingress, frame, m);
         }
         if m.is_later_fragment() {
-            return self.later_fragment(cx, frame, &mut m);
+            return self.later_fragment(cx, frame, m);
         }
-        // Traffic for the gateway's own addresses that is not a NAT return.
-        let to_us = self.routes.is_local(m.dst);
-        if !to_us && m.ttl <= 1 {
-            return self.ttl_exceeded(cx, ingress, frame, &m);
+        // Traffic for the gateway's own addresses that is not a NAT return
+        // (asked only when it matters: the route lookup is not free).
+        if m.ttl <= 1 && !self.routes.is_local(m.dst) {
+            return self.ttl_exceeded(cx, ingress, frame, m);
         }
         if let Some(icmp) = m.icmp {
             if is_icmp_error(m.v6, icmp.ty) {
-                return self.icmp_error(cx, frame, &mut m);
+                return self.icmp_error(cx, frame, m);
             }
         }
-        let tuple = tuple_of(&m);
-        let verdict = match self.table.lookup(&tuple) {
-            Some((id, dir)) => self.existing(cx, ingress, id, dir, frame, &mut m),
-            None => self.new_conn(cx, ingress, frame, &mut m, to_us),
+        let tuple = tuple_of(m);
+        let h = hash.unwrap_or_else(|| self.table.hash(&tuple));
+        let verdict = match self.table.lookup_hashed(&tuple, h) {
+            Some((id, dir)) => self.existing(cx, ingress, id, dir, frame, m),
+            None => {
+                let to_us = self.routes.is_local(m.dst);
+                self.new_conn(cx, ingress, frame, m, to_us)
+            }
         };
         if let Some(f) = m.frag {
             // A first fragment: its later fragments follow its fate.
@@ -358,6 +445,9 @@ impl Engine {
         m: &mut Meta,
     ) -> Verdict {
         let now = self.now;
+        let idle = self.timeout_for(m.proto);
+        // One borrow of the connection for the whole plain path: the table is
+        // indexed once per frame.
         let Some(conn) = self.table.get_mut(id) else {
             return self.drop(cx, DropReason::Invalid, None, Some(m), "connection vanished".into());
         };
@@ -380,9 +470,8 @@ impl Engine {
             let to_us = self.routes.is_local(m.dst);
             return self.new_conn(cx, ingress, frame, m, to_us);
         }
-        let idle = self.timeout_for(m.proto);
-        let conn = self.table.get_mut(id).expect("checked above");
         let alg_idx = conn.alg;
+        let mut ended_alg = None;
         if let Some(t) = m.tcp {
             let mut ack = t.ack;
             if let Some(sess) = alg_idx.and_then(|i| self.ftp[i as usize].as_mut()) {
@@ -415,9 +504,7 @@ impl Engine {
                         conn.ended = true;
                         let ev = end_event(&self.config, conn, reason);
                         cx.event(now, ev);
-                        if let Some(i) = alg_idx {
-                            self.close_pinholes(cx, i);
-                        }
+                        ended_alg = alg_idx;
                     }
                 }
             }
@@ -427,10 +514,20 @@ impl Engine {
             }
             conn.expires = now.saturating_add(idle);
         }
-        let conn = self.table.get_mut(id).expect("checked above");
         // The sender's MAC is where the other direction goes next.
-        conn.macs[dir.flip().idx()] = m.eth_src;
-        if alg_idx.is_some() && m.tcp.is_some() {
+        let back = dir.flip().idx();
+        if conn.macs[back] != m.eth_src {
+            conn.macs[back] = m.eth_src;
+        }
+        if alg_idx.is_none() {
+            let (egress, next_mac) = (conn.egress(dir), conn.macs[dir.idx()]);
+            apply_translation(frame, m, conn, dir);
+            return self.emit(cx, frame, m, egress, next_mac);
+        }
+        if let Some(i) = ended_alg {
+            self.close_pinholes(cx, i);
+        }
+        if m.tcp.is_some() {
             if let Some(v) = self.run_alg(cx, id, dir, frame, m) {
                 return v;
             }
@@ -439,7 +536,7 @@ impl Engine {
         let (egress, next_mac) = (conn.egress(dir), conn.macs[dir.idx()]);
         apply_translation(frame, m, conn, dir);
         let v = self.emit(cx, frame, m, egress, next_mac);
-        if alg_idx.is_some() && v == Verdict::Forward(egress) {
+        if v == Verdict::Forward(egress) {
             self.split_for_mtu(cx, frame, m, egress);
         }
         v
@@ -1243,11 +1340,18 @@ impl<S: Sink> Cx<'_, S> {
     }
 }
 
+/// Rewrite a packet of `conn` going in `dir` to its departure tuple. The
+/// packet carries the arrival tuple (it was looked up by it), so "nothing to
+/// change" is "the departure tuple is the packet's own": the same as
+/// `!conn.is_nat()`, without building and comparing reversed tuples.
+#[inline]
 fn apply_translation(frame: &mut [u8], m: &mut Meta, conn: &Conn, dir: Dir) {
-    if !conn.is_nat() {
+    // The departure tuple is the other key, reversed.
+    let other = if dir == Dir::Orig { &conn.reply } else { &conn.orig };
+    if m.sport == other.dport && m.dport == other.sport && m.src == other.dst && m.dst == other.src {
         return;
     }
-    let (_, dep) = conn.translation(dir);
+    let dep = other.reversed();
     if m.icmp.is_some() {
         // One identifier, carried in the tuple as both ports.
         if m.src != dep.src {

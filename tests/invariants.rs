@@ -149,7 +149,7 @@ impl Sent {
                     r.next();
                 }
                 _ => {
-                    assert_eq!(show(&[g.clone()]), show(&[line.clone()]), "{who} line {j}\nsent {:?}\ngot  {:?}", show(&sent), show(&got));
+                    assert_eq!(show(std::slice::from_ref(g)), show(std::slice::from_ref(line)), "{who} line {j}\nsent {:?}\ngot  {:?}", show(&sent), show(&got));
                     i += 1;
                 }
             }

@@ -87,6 +87,27 @@ pub struct Meta {
 }
 
 impl Meta {
+    /// An all-zero `Meta` for `parse_into` to fill.
+    pub const EMPTY: Meta = Meta {
+        eth_dst: [0; 6],
+        eth_src: [0; 6],
+        vlan: None,
+        l3: 0,
+        v6: false,
+        src: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        dst: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        ttl: 0,
+        proto: 0,
+        ip_len: 0,
+        l4: 0,
+        l4_len: 0,
+        frag: None,
+        sport: 0,
+        dport: 0,
+        tcp: None,
+        icmp: None,
+    };
+
     /// True for a fragment that is not the first (it carries no L4 header).
     pub fn is_later_fragment(&self) -> bool {
         matches!(self.frag, Some(f) if f.offset != 0)
@@ -106,6 +127,17 @@ pub struct Arp {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FrameKind {
     Ip(Meta),
+    Arp(Arp),
+    /// A well-formed Ethernet frame of another EtherType.
+    Other { ethertype: u16 },
+    /// Could not be parsed; the string says why, for the `invalid` drop's detail.
+    Malformed(&'static str),
+}
+
+/// What `parse_into` found; for `Ip` the details are in the caller's `Meta`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Parsed {
+    Ip,
     Arp(Arp),
     /// A well-formed Ethernet frame of another EtherType.
     Other { ethertype: u16 },
@@ -169,18 +201,29 @@ pub(crate) fn is_echo(v6: bool, ty: u8) -> bool {
 
 /// Parse an Ethernet frame. Never panics, never allocates.
 pub fn parse_frame(frame: &[u8]) -> FrameKind {
-    // Written so the `Meta` is built once, in the returned value: on this
-    // per-frame path, copying a 200-byte struct around is a real cost.
+    let mut m = Meta::EMPTY;
+    match parse_into(frame, &mut m) {
+        Parsed::Ip => FrameKind::Ip(m),
+        Parsed::Arp(a) => FrameKind::Arp(a),
+        Parsed::Other { ethertype } => FrameKind::Other { ethertype },
+        Parsed::Malformed(why) => FrameKind::Malformed(why),
+    }
+}
+
+/// `parse_frame` into a caller-owned `Meta`: on the per-frame path, moving a
+/// 200-byte struct through `Result`s and enums by value is a real cost.
+/// `m` is meaningful only when the answer is `Parsed::Ip`.
+pub fn parse_into(frame: &[u8], m: &mut Meta) -> Parsed {
     let f = frame;
     if f.len() < 14 {
-        return FrameKind::Malformed("short ethernet header");
+        return Parsed::Malformed("short ethernet header");
     }
     let mut et = be16(f, 12);
     let mut off = 14;
     let mut vlan = None;
     if et == ETHERTYPE_QINQ {
         if f.len() < off + 4 {
-            return FrameKind::Malformed("short vlan tag");
+            return Parsed::Malformed("short vlan tag");
         }
         vlan = Some(be16(f, off) & 0x0fff);
         et = be16(f, off + 2);
@@ -188,22 +231,28 @@ pub fn parse_frame(frame: &[u8]) -> FrameKind {
     }
     if et == ETHERTYPE_VLAN {
         if f.len() < off + 4 {
-            return FrameKind::Malformed("short vlan tag");
+            return Parsed::Malformed("short vlan tag");
         }
         // With 802.1ad + 802.1Q the customer tag (inner) is the one we report.
         vlan = Some(be16(f, off) & 0x0fff);
         et = be16(f, off + 2);
         off += 4;
     }
-    match et {
-        ETHERTYPE_IPV4 => ipv4(f, off, vlan),
-        ETHERTYPE_IPV6 => ipv6(f, off, vlan),
-        ETHERTYPE_ARP => match arp(f, off) {
-            Ok(a) => FrameKind::Arp(a),
-            Err(why) => FrameKind::Malformed(why),
-        },
-        ETHERTYPE_VLAN | ETHERTYPE_QINQ => FrameKind::Malformed("too many vlan tags"),
-        _ => FrameKind::Other { ethertype: et },
+    let r = match et {
+        ETHERTYPE_IPV4 => ipv4(f, off, vlan, m),
+        ETHERTYPE_IPV6 => ipv6(f, off, vlan, m),
+        ETHERTYPE_ARP => {
+            return match arp(f, off) {
+                Ok(a) => Parsed::Arp(a),
+                Err(why) => Parsed::Malformed(why),
+            }
+        }
+        ETHERTYPE_VLAN | ETHERTYPE_QINQ => return Parsed::Malformed("too many vlan tags"),
+        _ => return Parsed::Other { ethertype: et },
+    };
+    match r {
+        Ok(()) => Parsed::Ip,
+        Err(why) => Parsed::Malformed(why),
     }
 }
 
@@ -224,48 +273,33 @@ fn arp(f: &[u8], off: usize) -> Res<Arp> {
     })
 }
 
-/// Finish an IP frame: parse the L4 header into the meta inside `k` unless
-/// `skip_l4` (later fragment, ESP...).
 #[inline(always)]
-fn finish(mut k: FrameKind, f: &[u8], skip_l4: bool) -> FrameKind {
-    if skip_l4 {
-        return k;
-    }
-    if let FrameKind::Ip(m) = &mut k {
-        if let Err(why) = l4(f, m) {
-            return FrameKind::Malformed(why);
-        }
-    }
-    k
-}
-
-#[inline(always)]
-fn ipv4(f: &[u8], l3: usize, vlan: Option<u16>) -> FrameKind {
+fn ipv4(f: &[u8], l3: usize, vlan: Option<u16>, m: &mut Meta) -> Res<()> {
     if f.len() < l3 + 20 {
-        return FrameKind::Malformed("short ipv4 header");
+        return Err("short ipv4 header");
     }
     if f[l3] >> 4 != 4 {
-        return FrameKind::Malformed("bad ip version");
+        return Err("bad ip version");
     }
     let ihl = ((f[l3] & 0x0f) as usize) * 4;
     if ihl < 20 {
-        return FrameKind::Malformed("bad ipv4 header length");
+        return Err("bad ipv4 header length");
     }
     if f.len() < l3 + ihl {
-        return FrameKind::Malformed("short ipv4 header");
+        return Err("short ipv4 header");
     }
     let total = be16(f, l3 + 2) as usize;
     if total < ihl {
-        return FrameKind::Malformed("bad ipv4 total length");
+        return Err("bad ipv4 total length");
     }
     if f.len() < l3 + total {
-        return FrameKind::Malformed("ipv4 length exceeds frame");
+        return Err("ipv4 length exceeds frame");
     }
     let fo = be16(f, l3 + 6);
     let more = fo & 0x2000 != 0;
     let offset = (fo & 0x1fff) << 3;
     let frag = if more || offset != 0 { Some(Frag { id: be16(f, l3 + 4) as u32, offset, more }) } else { None };
-    let k = FrameKind::Ip(Meta {
+    *m = Meta {
         eth_dst: mac(f, 0),
         eth_src: mac(f, 6),
         vlan,
@@ -283,27 +317,27 @@ fn ipv4(f: &[u8], l3: usize, vlan: Option<u16>) -> FrameKind {
         dport: 0,
         tcp: None,
         icmp: None,
-    });
-    finish(k, f, offset != 0)
+    };
+    if offset != 0 {
+        return Ok(());
+    }
+    l4(f, m)
 }
 
-fn ipv6(f: &[u8], l3: usize, vlan: Option<u16>) -> FrameKind {
+fn ipv6(f: &[u8], l3: usize, vlan: Option<u16>, m: &mut Meta) -> Res<()> {
     if f.len() < l3 + 40 {
-        return FrameKind::Malformed("short ipv6 header");
+        return Err("short ipv6 header");
     }
     if f[l3] >> 4 != 6 {
-        return FrameKind::Malformed("bad ip version");
+        return Err("bad ip version");
     }
     let plen = be16(f, l3 + 4) as usize;
     let end = l3 + 40 + plen;
     if f.len() < end {
-        return FrameKind::Malformed("ipv6 length exceeds frame");
+        return Err("ipv6 length exceeds frame");
     }
-    let w = match walk_v6(f, l3 + 40, end, f[l3 + 6]) {
-        Ok(w) => w,
-        Err(why) => return FrameKind::Malformed(why),
-    };
-    let k = FrameKind::Ip(Meta {
+    let w = walk_v6(f, l3 + 40, end, f[l3 + 6])?;
+    *m = Meta {
         eth_dst: mac(f, 0),
         eth_src: mac(f, 6),
         vlan,
@@ -321,8 +355,11 @@ fn ipv6(f: &[u8], l3: usize, vlan: Option<u16>) -> FrameKind {
         dport: 0,
         tcp: None,
         icmp: None,
-    });
-    finish(k, f, w.later || !w.upper)
+    };
+    if w.later || !w.upper {
+        return Ok(());
+    }
+    l4(f, m)
 }
 
 struct V6Walk {
