@@ -135,7 +135,7 @@ def cmd_active(host, user, pw, mode, ctl):
         return
     summary = data_summary(conn, peer[0])
     done = f.voidresp()
-    print("DATA %s; %s" % (summary, done.split()[0]), flush=True)
+    print("DATA %s; %s" % (summary, done[:3]), flush=True)
     if not wait_file(ctl + ".late"):
         print("LATE timeout waiting for late", flush=True)
         return
@@ -172,7 +172,7 @@ def cmd_passive(host, user, pw, mode, ctl):
         return
     summary = data_summary(conn, peer_host)
     done = f.voidresp()
-    print("DATA %s; %s" % (summary, done.split()[0]), flush=True)
+    print("DATA %s; %s" % (summary, done[:3]), flush=True)
     if not wait_file(ctl + ".late"):
         print("LATE timeout waiting for late", flush=True)
         return

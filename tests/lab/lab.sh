@@ -176,7 +176,7 @@ cmd_down() {
     done
     for ns in $NS_C $NS_G $NS_S; do rm -rf "/etc/netns/$ns"; done
     rmdir /etc/netns 2>/dev/null || true     # only if the lab's were the only ones
-    rm -f "$STATE/layout" "$STATE/server.name" "$STATE/gw.mode"
+    rm -f "$STATE/layout" "$STATE/server.name" "$STATE/gw.mode" "$STATE/keep.pids"
     [[ ${1:-} == quiet ]] || log "down: namespaces $NS_C $NS_G $NS_S removed"
 }
 
@@ -475,8 +475,12 @@ server_stop() {
     rm -f "$STATE/server.name"
     local pid
     if ns_exists $NS_S; then
-        # Session children of the listener, e.g. vsftpd's per-connection processes.
-        for pid in $(ip netns pids $NS_S 2>/dev/null); do kill_pid "$pid"; done
+        # Session children of the listener, e.g. vsftpd's per-connection
+        # processes; not those a caller listed in keep.pids (the soak's
+        # background sinks, which outlive a change of server; `down` ends them).
+        for pid in $(ip netns pids $NS_S 2>/dev/null); do
+            grep -q "^$pid $(proc_start "$pid") " "$STATE/keep.pids" 2>/dev/null || kill_pid "$pid"
+        done
         # vsftpd binds port 20 for active data; leftovers make the next bind fail.
         nsx $NS_S ss -K -tan '( sport = :20 )' >/dev/null 2>&1 || true
     fi
