@@ -737,6 +737,9 @@ run_case() {
     local gwname
     gwname=$(sed 's/ helper=yes//; s/ helper=no/-nohelper/; s/ .*//' "$STATE/gw.mode" 2>/dev/null || echo none)
     local tag="$LAYOUT-$server-$client-$mode-v$fam-$gwname"
+    # Labs in other namespaces (FGLAB_NS_C) share $DATA: keep their work
+    # directories and uploads apart.
+    [[ $NS_C == fgc ]] || tag+="-$NS_C"
     local name="$LAYOUT/$gwname $server $client $mode v$fam"
     local why
     why=$(unsupported_reason "$client" "$mode" "$fam")
