@@ -3,8 +3,10 @@
 #   1. Rust unit, property, replay and CLI tests (cargo test)
 #   2. as root: the FTP lab (real servers and clients in network namespaces,
 #      the kernel's FTP helper as the oracle), the differential replay test,
-#      and the live gateway end to end. The lab installs what it needs with apt-get.
-# Set FTPGATE_SKIP_LAB=1 to run only stage 1.
+#      the live gateway end to end, the same matrix with ftpgate as the gateway
+#      (~3 min), and the soak (SOAK_SECONDS: 600 when CI=true, else 120).
+#      The lab installs what it needs with apt-get.
+# Set FTPGATE_SKIP_LAB=1 to run only stage 1, FTPGATE_SKIP_SOAK=1 to skip the soak.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -33,9 +35,15 @@ fi
 stage "release build for the lab"
 cargo build --release --locked 2>&1 | tail -n 2
 
-for t in tests/lab/run-matrix.sh tests/lab/differential.sh tests/lab/live-e2e.sh; do
+for t in tests/lab/run-matrix.sh tests/lab/differential.sh tests/lab/live-e2e.sh tests/lab/run-matrix-ftpgate.sh; do
     if [ -x "$t" ]; then
         stage "$t"
         "$t"
     fi
 done
+
+if [ "${FTPGATE_SKIP_SOAK:-0}" != 1 ] && [ -x tests/lab/soak.sh ]; then
+    if [ "${CI:-}" = true ]; then soak=${SOAK_SECONDS:-600}; else soak=${SOAK_SECONDS:-120}; fi
+    stage "tests/lab/soak.sh $soak"
+    tests/lab/soak.sh "$soak"
+fi

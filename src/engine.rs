@@ -865,9 +865,18 @@ impl Engine {
         } else {
             Tuple { src: dst.0, dst: src.0, sport: dst.1, dport: src.1, proto: m.proto }
         };
-        if self.table.contains(&reply) {
-            let detail = "its reply tuple belongs to another connection".to_string();
-            return self.drop(cx, DropReason::Invalid, None, Some(m), detail);
+        if let Some((old, _)) = self.table.lookup(&reply) {
+            // A closed connection (TIME_WAIT) may still hold the tuple, e.g.
+            // an FTP server connecting again from port 20 to a client port
+            // it used a moment ago. A fresh SYN replaces it, as in Linux
+            // conntrack; anything else keeps the table consistent by a drop.
+            let syn = m.tcp.is_some_and(|t| t.flags & (tcp_flags::SYN | tcp_flags::ACK | tcp_flags::RST) == tcp_flags::SYN);
+            if syn && self.table.get(old).is_some_and(|c| c.state.is_closed()) {
+                self.end_conn(cx, old, EndReason::Timeout);
+            } else {
+                let detail = "its reply tuple belongs to another connection".to_string();
+                return self.drop(cx, DropReason::Invalid, None, Some(m), detail);
+            }
         }
 
         let now = self.now;

@@ -176,7 +176,7 @@ cmd_down() {
     done
     for ns in $NS_C $NS_G $NS_S; do rm -rf "/etc/netns/$ns"; done
     rmdir /etc/netns 2>/dev/null || true     # only if the lab's were the only ones
-    rm -f "$STATE/layout" "$STATE/server.name" "$STATE/gw.mode"
+    rm -f "$STATE/layout" "$STATE/server.name" "$STATE/gw.mode" "$STATE/keep.pids"
     [[ ${1:-} == quiet ]] || log "down: namespaces $NS_C $NS_G $NS_S removed"
 }
 
@@ -381,11 +381,13 @@ YAML
 # the gateway's addresses itself (it would RST connections the gateway owns).
 gw_ftpgate() {
     current_layout
-    local cfg="" bin=${FTPGATE:-ftpgate}
+    local cfg="" bin=${FTPGATE:-ftpgate} extra=()
     while (($#)); do
         case $1 in
         -c|--config) cfg=$2; shift 2 ;;
         --bin) bin=$2; shift 2 ;;
+        --events) extra+=(--events "$2"); shift 2 ;;      # passed to `ftpgate run`
+        --admin) extra+=(--admin "$2"); shift 2 ;;
         *) die "gw ftpgate: unknown argument $1" ;;
         esac
     done
@@ -397,7 +399,7 @@ table inet fglab {
   chain input { type filter hook input priority filter; policy drop; iif lo accept; }
 }
 NFT
-    ip netns exec $NS_G "$bin" run -c "$cfg" </dev/null >>"$STATE/ftpgate.log" 2>&1 &
+    ip netns exec $NS_G "$bin" run -c "$cfg" "${extra[@]}" </dev/null >>"$STATE/ftpgate.log" 2>&1 &
     local pid=$!
     remember_pid "$STATE/gw.pids" "$pid" "$(basename "$bin")"
     sleep 1
@@ -413,7 +415,7 @@ cmd_gw() {
     kernel) gw_kernel "$@" ;;
     ftpgate) gw_ftpgate "$@" ;;
     off) current_layout; gw_reset; log "gw: off (nothing forwards)" ;;
-    *) die "usage: lab.sh gw kernel [--no-helper] | ftpgate [-c CONFIG] [--bin PATH] | off" ;;
+    *) die "usage: lab.sh gw kernel [--no-helper] | ftpgate [-c CONFIG] [--bin PATH] [--events FILE] [--admin ADDR] | off" ;;
     esac
 }
 
@@ -473,8 +475,12 @@ server_stop() {
     rm -f "$STATE/server.name"
     local pid
     if ns_exists $NS_S; then
-        # Session children of the listener, e.g. vsftpd's per-connection processes.
-        for pid in $(ip netns pids $NS_S 2>/dev/null); do kill_pid "$pid"; done
+        # Session children of the listener, e.g. vsftpd's per-connection
+        # processes; not those a caller listed in keep.pids (the soak's
+        # background sinks, which outlive a change of server; `down` ends them).
+        for pid in $(ip netns pids $NS_S 2>/dev/null); do
+            grep -q "^$pid $(proc_start "$pid") " "$STATE/keep.pids" 2>/dev/null || kill_pid "$pid"
+        done
         # vsftpd binds port 20 for active data; leftovers make the next bind fail.
         nsx $NS_S ss -K -tan '( sport = :20 )' >/dev/null 2>&1 || true
     fi
@@ -731,6 +737,9 @@ run_case() {
     local gwname
     gwname=$(sed 's/ helper=yes//; s/ helper=no/-nohelper/; s/ .*//' "$STATE/gw.mode" 2>/dev/null || echo none)
     local tag="$LAYOUT-$server-$client-$mode-v$fam-$gwname"
+    # Labs in other namespaces (FGLAB_NS_C) share $DATA: keep their work
+    # directories and uploads apart.
+    [[ $NS_C == fgc ]] || tag+="-$NS_C"
     local name="$LAYOUT/$gwname $server $client $mode v$fam"
     local why
     why=$(unsupported_reason "$client" "$mode" "$fam")
@@ -1020,6 +1029,281 @@ cmd_test() {
     ((FAILED == 0)) || exit 1
 }
 
+# --------------------------------------------------------------------------
+# the matrix with ftpgate as the gateway (`lab.sh test --gw ftpgate`)
+# --------------------------------------------------------------------------
+# A third host on the outside link, for the bounce and pinhole-stealing
+# cases: extra documentation addresses on the outside host's eth0. The IPv6
+# one is deprecated (preferred_lft 0) so the host never picks it as a source
+# by itself; the attack helper binds to it explicitly. A secondary IPv4
+# address is never chosen as a source while the primary exists.
+THIRD4=198.51.100.30 THIRD6=2001:db8:2::30 THIRD_PORT=2121
+third_host_add() {
+    if [[ $C_SIDE == out ]]; then THIRD_NS=$NS_C; else THIRD_NS=$NS_S; fi
+    nsx "$THIRD_NS" ip addr replace "$THIRD4/24" dev eth0
+    nsx "$THIRD_NS" ip addr replace "$THIRD6/64" dev eth0 nodad preferred_lft 0
+}
+
+FG_EVENTS=""        # the running ftpgate's event log
+ev_lines() { if [[ -f $FG_EVENTS ]]; then wc -l <"$FG_EVENTS"; else echo 0; fi; }
+ev_since() { tail -n +"$(($1 + 1))" "$FG_EVENTS" 2>/dev/null || true; }
+# ev_wait N PATTERN: waits (at most 5 s; the log is flushed when idle) until
+# an event after line N matches PATTERN; prints the first match.
+ev_wait() {
+    local n=$1 pat=$2 i line
+    for i in $(seq 50); do
+        line=$(ev_since "$n" | grep -m1 -E -- "$pat" || true)
+        [[ -n $line ]] && { echo "$line"; return 0; }
+        sleep 0.1
+    done
+    return 1
+}
+# ev_find N FIXED PATTERN: like ev_wait, for an event containing the fixed
+# string FIXED (e.g. a session or source) and matching PATTERN.
+ev_find() {
+    local n=$1 fixed=$2 pat=$3 i line
+    for i in $(seq 50); do
+        line=$(ev_since "$n" | grep -F -- "$fixed" | grep -m1 -E -- "$pat" || true)
+        [[ -n $line ]] && { echo "$line"; return 0; }
+        sleep 0.1
+    done
+    return 1
+}
+# Waits (at most 5 s) until the event log has been flushed: its size stays
+# the same for 0.8 s (ftpgate flushes when its log queue is idle for 0.5 s).
+ev_sync() {
+    local i same=0 last=-1 size
+    for i in $(seq 50); do
+        size=$(stat -c %s "$FG_EVENTS" 2>/dev/null || echo 0)
+        if [[ $size == "$last" ]]; then same=$((same + 1)); ((same >= 8)) && return 0; else same=0; fi
+        last=$size
+        sleep 0.1
+    done
+}
+json_field() { "$PY" -c 'import json,sys; print(json.loads(sys.argv[1]).get(sys.argv[2], ""))' "$1" "$2"; }
+ep() { if [[ $1 == *:* ]]; then echo "[$1]:$2"; else echo "$1:$2"; fi; }   # "ip:port" as the event log writes it
+
+# Waits (bounded) for a line starting with WORD in FILE.
+wait_line() {
+    local f=$1 word=$2 secs=${3:-10} i
+    for i in $(seq $((secs * 10))); do grep -q "^$word" "$f" 2>/dev/null && return 0; sleep 0.1; done
+    return 1
+}
+
+ATTACK_PIDS=()
+attack_cleanup() {
+    local p
+    for p in "${ATTACK_PIDS[@]}"; do kill_pid "$p"; done
+    ATTACK_PIDS=()
+}
+
+# A client in the client namespace sends PORT/EPRT naming the third host,
+# which listens on that port in the outside namespace: the command must be
+# refused (ftpgate resets the control connection), a `bounce` drop logged,
+# and the third host must see no connection.
+bounce_case() {
+    local server=$1 fam=$2
+    local name="$LAYOUT/ftpgate $server bounce v$fam" third line host d
+    d=$(mktemp -d "$DATA/bounce.XXXXXX")
+    if [[ $fam == 4 ]]; then third=$THIRD4 host=$T4 line="PORT ${THIRD4//./,},$((THIRD_PORT >> 8)),$((THIRD_PORT & 255))"
+    else third=$THIRD6 host=$T6 line="EPRT |2|$THIRD6|$THIRD_PORT|"; fi
+    local n0; n0=$(ev_lines)
+    ip netns exec "$THIRD_NS" "$PY" -u "$LAB_DIR/attack.py" listen "$third" "$THIRD_PORT" 6 >"$d/listen.out" 2>&1 &
+    local lpid=$!; ATTACK_PIDS+=("$lpid")
+    wait_line "$d/listen.out" READY 5 || { report FAIL "$name: third-host listener did not start: $(cat "$d/listen.out")"; attack_cleanup; return 0; }
+    timeout 20 ip netns exec $NS_C "$PY" -u "$LAB_DIR/attack.py" bounce "$host" "$FTP_USER" "$FTP_PASS" "$line" >"$d/client.out" 2>&1 || true
+    wait "$lpid" 2>/dev/null || true; attack_cleanup
+    local got listened drop
+    got=$(grep -v '^CTL' "$d/client.out" | head -1)
+    listened=$(grep '^ACCEPTED' "$d/listen.out" || echo "no listener result")
+    local ctl
+    ctl=$(sed -n 's/^CTL //p' "$d/client.out")
+    drop=""
+    [[ -z $ctl ]] || drop=$(ev_find "$n0" "\"session\":\"$ctl→" '"event":"drop".*"reason":"bounce"' || true)
+    if [[ $got != BLOCKED* ]]; then report FAIL "$name: '$line' was not refused: $got"
+    elif [[ $listened != "ACCEPTED 0 "* ]]; then report FAIL "$name: the third host $third received a connection: $listened"
+    elif [[ -z $drop ]]; then report FAIL "$name: no drop event with reason bounce in $FG_EVENTS"
+    else report PASS "$name: '$line' -> client sees $got; $(ep "$third" "$THIRD_PORT") accepted nothing; logged: $(json_field "$drop" detail)"; rm -rf "$d"; fi
+}
+
+# knock: the third host connects to ADDR:PORT; prints "NOTHING ... " or
+# "CONNECTED ..." and checks that ftpgate logged a drop of that SYN.
+knock() {
+    local addr=$1 port=$2 src out
+    [[ $addr == *:* ]] && src=$THIRD6 || src=$THIRD4
+    out=$(timeout 10 ip netns exec "$THIRD_NS" "$PY" "$LAB_DIR/attack.py" knock "$src" "$addr" "$port" 1 2>&1 || true)
+    echo "$out"
+}
+
+# The pinhole-stealing case. The client announces a data port and stops;
+# the pinhole is read from the `pinhole_open` event; the third host connects
+# to it first (must get nothing, and ftpgate must log a drop of its SYN);
+# the client then runs LIST (must work, from the announced peer); the third
+# host tries again after the pinhole was used (nothing again).
+# masq: PORT v4 / EPRT v6 (the pinhole on the gateway's outside address is
+# for the server); published: PASV v4 / EPSV v6 (for the outside client).
+steal_case() {
+    local server=$1 mode=$2 fam=$3
+    local name="$LAYOUT/ftpgate $server pinhole-steal $mode v$fam" host d kind
+    if [[ $fam == 4 ]]; then host=$T4; else host=$T6; fi
+    case $mode in port|eprt) kind=active ;; *) kind=passive ;; esac
+    d=$(mktemp -d "$DATA/steal.XXXXXX")
+    local n0; n0=$(ev_lines)
+    ip netns exec $NS_C "$PY" -u "$LAB_DIR/attack.py" "$kind" "$host" "$FTP_USER" "$FTP_PASS" "$mode" "$d/ctl" >"$d/client.out" 2>&1 &
+    local cpid=$!; ATTACK_PIDS+=("$cpid")
+    if ! wait_line "$d/client.out" READY 10; then
+        report FAIL "$name: client did not get to the data command: $(tail -1 "$d/client.out")"; attack_cleanup; return 0
+    fi
+    local ph addr port ctl
+    ctl=$(sed -n 's/^CTL //p' "$d/client.out")
+    if ! ph=$(ev_find "$n0" "\"session\":\"$ctl→" '"event":"pinhole_open"'); then
+        report FAIL "$name: no pinhole_open event in $FG_EVENTS"; attack_cleanup; return 0
+    fi
+    addr=$(json_field "$ph" address) port=$(json_field "$ph" port)
+    local early late dropped_early dropped_late
+    early=$(knock "$addr" "$port")
+    touch "$d/ctl.go"
+    wait_line "$d/client.out" DATA 15 || true
+
+    late=$(knock "$addr" "$port")
+    touch "$d/ctl.late"
+    wait_line "$d/client.out" LATE 5 || true
+    wait "$cpid" 2>/dev/null || true
+    attack_cleanup
+    local src_e src_l
+    src_e=$(sed -n 's/.* src=//p' <<<"$early") src_l=$(sed -n 's/.* src=//p' <<<"$late")
+    dropped_early="" dropped_late=""
+    [[ -z $src_e ]] || dropped_early=$(ev_find "$n0" "\"src\":\"$src_e\"" '"event":"drop"' || true)
+    [[ -z $src_l ]] || dropped_late=$(ev_find "$n0" "\"src\":\"$src_l\"" '"event":"drop"' || true)
+    local data lateline want_peer
+    data=$(grep '^DATA' "$d/client.out" || echo "DATA (none)")
+    lateline=$(grep '^LATE' "$d/client.out" || echo "LATE (none)")
+    # The data connection must come from the announced peer: the server
+    # (masq, active) or, through the gateway's outside address (published).
+    if [[ $kind == active ]]; then [[ $fam == 4 ]] && want_peer=$S4 || want_peer=$S6
+    else [[ $fam == 4 ]] && want_peer=$T4 || want_peer=$T6; fi
+    if [[ $early != NOTHING* ]]; then report FAIL "$name: third host reached pinhole $(ep "$addr" "$port") before the peer: $early"
+    elif [[ -z $dropped_early ]]; then report FAIL "$name: no drop event for the early SYN from $src_e"
+    elif [[ $data != "DATA peer=$want_peer "*"listing=ok; 226" ]]; then report FAIL "$name: the real transfer failed: $data ($(tail -2 "$d/client.out" | tr '\n' ' '))"
+    elif [[ $late != NOTHING* ]]; then report FAIL "$name: third host reached $(ep "$addr" "$port") after use: $late"
+    elif [[ -z $dropped_late ]]; then report FAIL "$name: no drop event for the late SYN from $src_l"
+    elif [[ $kind == active && $lateline != "LATE none" ]]; then report FAIL "$name: the client's listener saw: $lateline"
+    else report PASS "$name: pinhole $(ep "$addr" "$port") for $(json_field "$ph" peer); before: ${early%% src=*} (drop: $(json_field "$dropped_early" reason)); ${data#DATA }; after: ${late%% src=*} (drop: $(json_field "$dropped_late" reason))"
+        rm -rf "$d"; fi
+}
+
+# vsftpd keeps port_promiscuous=NO (it refuses a PORT naming any host but
+# the control peer): an active session through ftpgate works only because
+# the PORT/EPRT line was rewritten to the gateway's outside address.
+promiscuous_check() {
+    local mode=$1 fam=$2 n0 f0 rw before after
+    local name="$LAYOUT/ftpgate vsftpd port_promiscuous=NO python $mode v$fam"
+    grep -qx 'port_promiscuous=NO' "$STATE/vsftpd/vsftpd-v$fam.conf" || { report FAIL "$name: vsftpd config lacks port_promiscuous=NO"; return 0; }
+    ev_sync
+    n0=$(ev_lines) f0=$FAILED
+    run_case vsftpd python "$mode" "$fam" list get:1k.bin
+    if ((FAILED != f0)); then report FAIL "$name: the session failed (line above)"; return 0; fi
+    rw=$(ev_wait "$n0" '"event":"alg_rewrite".*"before":"(PORT|EPRT) ' || true)
+    before=$(json_field "$rw" before) after=$(json_field "$rw" after)
+    if [[ $fam == 4 && $before == "PORT ${C4//./,},"* && $after == "PORT ${GW_OUT4//./,},"* ]] ||
+       [[ $fam == 6 && $before == "EPRT |2|$C6|"* && $after == "EPRT |2|$GW_OUT6|"* ]]; then
+        report PASS "$name: session passed with '$before' rewritten to '$after'"
+    else report FAIL "$name: expected a rewrite of the client's address to the gateway's, got '$before' -> '$after'"; fi
+}
+
+# Every drop/reset event in the log, by reason; those the attack cases
+# caused (reason bounce, or a SYN from the third host) are expected, anything
+# else fails the check (with the first few lines).
+events_check() {
+    local name="$LAYOUT/ftpgate event log"
+    local out rc=0
+    out=$("$PY" - "$FG_EVENTS" "$THIRD4" "$THIRD6" <<'PY'
+import collections, json, sys
+path, t4, t6 = sys.argv[1:4]
+caused, other, bad = collections.Counter(), collections.Counter(), []
+bounced = set()
+for line in open(path):
+    e = json.loads(line)
+    if e["event"] not in ("drop", "reset"):
+        continue
+    src = e.get("src", "")
+    if e.get("reason") == "bounce":
+        bounced.add(e.get("session"))
+    if e.get("reason") == "bounce" or e.get("session") in bounced or src.startswith(t4 + ":") or src.startswith("[" + t6 + "]:"):
+        caused[e["event"] + ":" + e.get("reason", "")] += 1
+    else:
+        other[e["event"] + ":" + e.get("reason", "")] += 1
+        if len(bad) < 3:
+            bad.append(line.strip()[:300])
+fmt = lambda c: ", ".join("%s %d" % kv for kv in sorted(c.items())) or "none"
+print("caused by the attack cases: %s; other: %s" % (fmt(caused), fmt(other)))
+for b in bad:
+    print("  " + b)
+sys.exit(1 if other else 0)
+PY
+) || rc=$?
+    if ((rc == 0)); then report PASS "$name: drop/reset events $(head -1 <<<"$out")"
+    else report FAIL "$name: unexplained drop/reset events: $out"; fi
+}
+
+# lab.sh test --gw ftpgate: the same matrix with `ftpgate run` as the gateway,
+# both layouts, plus bounce and pinhole-stealing cases and the event log check.
+FTPGATE_OPS_PUBLISHED=(list get:0b.bin get:1k.bin get:1m.bin put:0b.bin put:1k.bin put:1m.bin)
+cmd_test_ftpgate() {
+    need_root
+    local t0=$EPOCHREALTIME server client fam mode layout
+    local bin=${FTPGATE:-$REPO_DIR/target/release/ftpgate}
+    [[ -x $bin ]] || bin=$(command -v "$bin" || true)
+    [[ -n $bin && -x $bin ]] || die "test --gw ftpgate: no ftpgate binary (cargo build --release, or FTPGATE=path)"
+    cmd_install
+    TEARDOWN_ON_EXIT=1
+    for layout in masq published; do
+        if [[ $layout == masq ]]; then
+            echo "== layout masq: client inside, server outside, ftpgate masquerading (binary $bin)"
+        else
+            echo "== layout published: server inside, client outside, ftpgate forwarding $GW_OUT4:21 / [$GW_OUT6]:21"
+        fi
+        cmd_up "$layout"
+        third_host_add
+        FG_EVENTS=$STATE/ftpgate-events-$layout.jsonl
+        rm -f "$FG_EVENTS"
+        gw_ftpgate --bin "$bin" --events "$FG_EVENTS" --admin "unix:$STATE/ftpgate-admin.sock" 2>/dev/null
+        for server in "${SERVERS[@]}"; do
+            server_start "$server" 2>/dev/null
+            for client in "${CLIENTS[@]}"; do
+                for fam in 4 6; do
+                    for mode in pasv epsv port eprt; do
+                        if [[ $layout == masq ]]; then
+                            # shellcheck disable=SC2046
+                            run_case "$server" "$client" "$mode" "$fam" "${BASE_OPS[@]}" $(extra_ops "$server" "$client" "$mode" "$fam")
+                        else
+                            run_case "$server" "$client" "$mode" "$fam" "${FTPGATE_OPS_PUBLISHED[@]}"
+                        fi
+                    done
+                done
+            done
+            if [[ $layout == masq ]]; then
+                [[ $server != vsftpd ]] || { promiscuous_check port 4; promiscuous_check eprt 6; }
+                bounce_case "$server" 4
+                bounce_case "$server" 6
+                steal_case "$server" port 4
+                steal_case "$server" eprt 6
+            else
+                steal_case "$server" pasv 4
+                steal_case "$server" epsv 6
+            fi
+        done
+        server_stop
+        events_check
+        gw_reset
+    done
+    cmd_down quiet
+    TEARDOWN_ON_EXIT=0
+    echo "$UNSUPPORTED unsupported (not counted), $(awk -v a="$t0" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.0f", b - a }') s"
+    echo "$PASSED passed, $FAILED failed"
+    ((FAILED == 0)) || exit 1
+}
+
 cmd_status() {
     local ns
     for ns in $NS_C $NS_G $NS_S; do ns_exists "$ns" && echo "namespace $ns: up" || echo "namespace $ns: absent"; done
@@ -1060,7 +1344,8 @@ usage: lab.sh COMMAND ...   (as root; see docs/lab.md)
   record SERVER CLIENT MODE FAMILY LAYOUT OUTDIR [--reuse] [--name BASE] [OPS]
                                  capture a session on the gateway: BASE.in.pcapng, BASE.out.pcapng
   record-set [OUTDIR]            remake the committed recordings (default pcaps/kernel)
-  test                           the whole matrix from nothing; last line "N passed, N failed"
+  test [--gw kernel|ftpgate]     the whole matrix from nothing; last line "N passed, N failed"
+                                 (--gw ftpgate: FTPGATE=path, default target/release/ftpgate)
   status | exec client|gw|server CMD... | purge
 USAGE
 }
@@ -1094,7 +1379,12 @@ main() {
     case) cmd_case "$@" ;;
     record) cmd_record "$@" ;;
     record-set) cmd_record_set "$@" ;;
-    test) cmd_test ;;
+    test)
+        case "${1:-} ${2:-}" in
+        " "|"--gw kernel") cmd_test ;;
+        "--gw ftpgate") cmd_test_ftpgate ;;
+        *) die "usage: lab.sh test [--gw kernel|ftpgate]" ;;
+        esac ;;
     status) cmd_status ;;
     exec) cmd_exec "$@" ;;
     purge) cmd_purge ;;
