@@ -856,7 +856,7 @@ mod tests {
                 gone.push(o);
                 gone.push(c.reply);
             }
-            if step % 97 == 0 || step > 2900 {
+            if step.is_multiple_of(97) || step > 2900 {
                 for &(id, o) in &live {
                     assert_eq!(t.lookup(&o), Some((id, Dir::Orig)));
                     let r = t.get(id).unwrap().reply;
