@@ -836,7 +836,7 @@ mod tests {
             x ^= x << 13;
             x ^= x >> 17;
             x ^= x << 5;
-            if x % 3 != 0 || live.is_empty() {
+            if !x.is_multiple_of(3) || live.is_empty() {
                 let o = Tuple {
                     src: IpAddr::from([10, 0, (step >> 8) as u8, step as u8]),
                     dst: "203.0.113.9".parse().unwrap(),
