@@ -450,6 +450,89 @@ pub fn replace_tcp_payload(frame: &mut Vec<u8>, meta: &mut Meta, start: usize, e
     delta
 }
 
+/// `~old + new` for one changed 16-bit word (RFC 1624 eqn. 3's terms), unfolded.
+#[inline(always)]
+fn delta16(old: u16, new: u16) -> u32 {
+    (!old) as u32 + new as u32
+}
+
+#[inline(always)]
+fn delta32(old: u32, new: u32) -> u32 {
+    delta16((old >> 16) as u16, (new >> 16) as u16) + delta16(old as u16, new as u16)
+}
+
+/// RFC 1624 eqn. 3 with the change summed but not yet folded: `d` < 2^20
+/// (at most eight `delta16` terms), so two folding steps are always enough.
+/// Folding once at the end gives bit-for-bit what `checksum::Delta` (which
+/// folds after every word) gives: a nonzero ones'-complement sum folds to the
+/// same value in 1..=0xFFFF however it is grouped, and the sum is zero only
+/// if every term is.
+#[inline(always)]
+fn apply_sum(csum: u16, d: u32) -> u16 {
+    let mut x = (!csum) as u32 + d;
+    x = (x & 0xffff) + (x >> 16);
+    x = (x & 0xffff) + (x >> 16);
+    !(x as u16)
+}
+
+/// The NAT fast path: set source and destination address and port at once,
+/// with one incremental update per checksum. IPv4 TCP/UDP outside fragments
+/// is done here directly; anything else goes through the single setters.
+#[inline]
+pub fn translate(frame: &mut [u8], meta: &mut Meta, src: (IpAddr, u16), dst: (IpAddr, u16)) {
+    let l3 = meta.l3;
+    let simple = !meta.v6 && meta.frag.is_none() && matches!(meta.proto, PROTO_TCP | PROTO_UDP) && frame.len() >= meta.l4 + 8;
+    let (IpAddr::V4(ns), IpAddr::V4(nd), true) = (src.0, dst.0, simple) else {
+        if meta.src != src.0 {
+            set_src_ip(frame, meta, src.0);
+        }
+        if meta.dst != dst.0 {
+            set_dst_ip(frame, meta, dst.0);
+        }
+        if meta.sport != src.1 {
+            set_src_port(frame, meta, src.1);
+        }
+        if meta.dport != dst.1 {
+            set_dst_port(frame, meta, dst.1);
+        }
+        return;
+    };
+    let (Some(os), Some(od)) = (rd32(frame, l3 + 12), rd32(frame, l3 + 16)) else { return };
+    let (ns, nd) = (u32::from(ns), u32::from(nd));
+    // The changes summed once and folded once per checksum (see `apply_sum`).
+    let ip = delta32(os, ns) + delta32(od, nd);
+    frame[l3 + 12..l3 + 16].copy_from_slice(&ns.to_be_bytes());
+    frame[l3 + 16..l3 + 20].copy_from_slice(&nd.to_be_bytes());
+    if let Some(c) = rd16(frame, l3 + 10) {
+        wr16(frame, l3 + 10, apply_sum(c, ip));
+    }
+
+    let l4 = meta.l4;
+    let tp = ip + delta16(meta.sport, src.1) + delta16(meta.dport, dst.1);
+    wr16(frame, l4, src.1);
+    wr16(frame, l4 + 2, dst.1);
+    let udp = meta.proto == PROTO_UDP;
+    let at = if udp { l4 + 6 } else { l4 + 16 };
+    if udp || meta.tcp.is_some() {
+        if let Some(c) = rd16(frame, at) {
+            let new = match (udp, c) {
+                // UDP: no checksum stays none; a computed 0 is sent as 0xFFFF (RFC 768).
+                (true, 0) => 0,
+                (true, _) => match apply_sum(c, tp) {
+                    0 => 0xffff,
+                    n => n,
+                },
+                (false, _) => apply_sum(c, tp),
+            };
+            wr16(frame, at, new);
+        }
+    }
+    meta.src = src.0;
+    meta.dst = dst.0;
+    meta.sport = src.1;
+    meta.dport = dst.1;
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
@@ -790,87 +873,4 @@ pub(crate) mod tests {
         map_sack(&mut g, &m, |x| x);
         dec_ttl(&mut g, &mut m);
     }
-}
-
-/// `~old + new` for one changed 16-bit word (RFC 1624 eqn. 3's terms), unfolded.
-#[inline(always)]
-fn delta16(old: u16, new: u16) -> u32 {
-    (!old) as u32 + new as u32
-}
-
-#[inline(always)]
-fn delta32(old: u32, new: u32) -> u32 {
-    delta16((old >> 16) as u16, (new >> 16) as u16) + delta16(old as u16, new as u16)
-}
-
-/// RFC 1624 eqn. 3 with the change summed but not yet folded: `d` < 2^20
-/// (at most eight `delta16` terms), so two folding steps are always enough.
-/// Folding once at the end gives bit-for-bit what `checksum::Delta` (which
-/// folds after every word) gives: a nonzero ones'-complement sum folds to the
-/// same value in 1..=0xFFFF however it is grouped, and the sum is zero only
-/// if every term is.
-#[inline(always)]
-fn apply_sum(csum: u16, d: u32) -> u16 {
-    let mut x = (!csum) as u32 + d;
-    x = (x & 0xffff) + (x >> 16);
-    x = (x & 0xffff) + (x >> 16);
-    !(x as u16)
-}
-
-/// The NAT fast path: set source and destination address and port at once,
-/// with one incremental update per checksum. IPv4 TCP/UDP outside fragments
-/// is done here directly; anything else goes through the single setters.
-#[inline]
-pub fn translate(frame: &mut [u8], meta: &mut Meta, src: (IpAddr, u16), dst: (IpAddr, u16)) {
-    let l3 = meta.l3;
-    let simple = !meta.v6 && meta.frag.is_none() && matches!(meta.proto, PROTO_TCP | PROTO_UDP) && frame.len() >= meta.l4 + 8;
-    let (IpAddr::V4(ns), IpAddr::V4(nd), true) = (src.0, dst.0, simple) else {
-        if meta.src != src.0 {
-            set_src_ip(frame, meta, src.0);
-        }
-        if meta.dst != dst.0 {
-            set_dst_ip(frame, meta, dst.0);
-        }
-        if meta.sport != src.1 {
-            set_src_port(frame, meta, src.1);
-        }
-        if meta.dport != dst.1 {
-            set_dst_port(frame, meta, dst.1);
-        }
-        return;
-    };
-    let (Some(os), Some(od)) = (rd32(frame, l3 + 12), rd32(frame, l3 + 16)) else { return };
-    let (ns, nd) = (u32::from(ns), u32::from(nd));
-    // The changes summed once and folded once per checksum (see `apply_sum`).
-    let ip = delta32(os, ns) + delta32(od, nd);
-    frame[l3 + 12..l3 + 16].copy_from_slice(&ns.to_be_bytes());
-    frame[l3 + 16..l3 + 20].copy_from_slice(&nd.to_be_bytes());
-    if let Some(c) = rd16(frame, l3 + 10) {
-        wr16(frame, l3 + 10, apply_sum(c, ip));
-    }
-
-    let l4 = meta.l4;
-    let tp = ip + delta16(meta.sport, src.1) + delta16(meta.dport, dst.1);
-    wr16(frame, l4, src.1);
-    wr16(frame, l4 + 2, dst.1);
-    let udp = meta.proto == PROTO_UDP;
-    let at = if udp { l4 + 6 } else { l4 + 16 };
-    if udp || meta.tcp.is_some() {
-        if let Some(c) = rd16(frame, at) {
-            let new = match (udp, c) {
-                // UDP: no checksum stays none; a computed 0 is sent as 0xFFFF (RFC 768).
-                (true, 0) => 0,
-                (true, _) => match apply_sum(c, tp) {
-                    0 => 0xffff,
-                    n => n,
-                },
-                (false, _) => apply_sum(c, tp),
-            };
-            wr16(frame, at, new);
-        }
-    }
-    meta.src = src.0;
-    meta.dst = dst.0;
-    meta.sport = src.1;
-    meta.dport = dst.1;
 }
