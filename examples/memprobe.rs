@@ -143,14 +143,16 @@ fn push(n: usize, frames: u64, random: bool, ways: &[Way], large: bool, batch: b
     let (size, flags) = if large { (LARGE, "PA") } else { (SMALL, "A") };
     let tpls: Vec<Template> = ways.iter().map(|&w| Template::new(w, flags, size)).collect();
     let counters = perf::Counters::open();
+    // The harness's own frame buffers, allocated before counting starts.
+    let mut bufs: Vec<Vec<u8>> = (0..BATCH).map(|_| Vec::with_capacity(2048)).collect();
     let allocs0 = ALLOCS.load(Ordering::Relaxed);
     counters.start();
     let start = Instant::now();
     let cpu0 = thread_cpu_ns();
     let wrong = if batch {
-        push_frames_batch(&mut engine, &order, &tpls, now, frames)
+        push_frames_batch(&mut engine, &order, &tpls, now, frames, &mut bufs)
     } else {
-        push_frames(&mut engine, &order, &tpls, now, frames)
+        push_frames(&mut engine, &order, &tpls, now, frames, &mut bufs[0])
     };
     let cpu = thread_cpu_ns() - cpu0;
     let wall = start.elapsed();
@@ -190,17 +192,16 @@ fn thread_cpu_ns() -> u64 {
 
 /// The measured loop, kept out of line so profilers can isolate it.
 #[inline(never)]
-fn push_frames(engine: &mut Engine, order: &[Flow], tpls: &[Template], now: Nanos, frames: u64) -> u64 {
-    let mut buf: Vec<u8> = Vec::with_capacity(2048);
+fn push_frames(engine: &mut Engine, order: &[Flow], tpls: &[Template], now: Nanos, frames: u64, buf: &mut Vec<u8>) -> u64 {
     let mut sink = NullSink;
     let mut wrong = 0u64;
     let mut i = 0usize;
     let mut k = 0usize;
     for _ in 0..frames {
         let tpl = &tpls[k];
-        tpl.stamp(&mut buf, &order[i]);
+        tpl.stamp(buf, &order[i]);
         let (ingress, egress) = if tpl.way == Way::Out { (INSIDE, OUTSIDE) } else { (OUTSIDE, INSIDE) };
-        let v = engine.process(now, 0, ingress, &mut buf, &mut sink);
+        let v = engine.process(now, 0, ingress, buf, &mut sink);
         wrong += (v != Verdict::Forward(egress)) as u64;
         k += 1;
         if k == tpls.len() {
@@ -217,8 +218,7 @@ fn push_frames(engine: &mut Engine, order: &[Flow], tpls: &[Template], now: Nano
 /// `push_frames` through `Engine::process_batch`, `BATCH` frames at a time
 /// (each in its own buffer, as a receive ring would hand them over).
 #[inline(never)]
-fn push_frames_batch(engine: &mut Engine, order: &[Flow], tpls: &[Template], now: Nanos, frames: u64) -> u64 {
-    let mut bufs: Vec<Vec<u8>> = (0..BATCH).map(|_| Vec::with_capacity(2048)).collect();
+fn push_frames_batch(engine: &mut Engine, order: &[Flow], tpls: &[Template], now: Nanos, frames: u64, bufs: &mut [Vec<u8>]) -> u64 {
     let mut sink = NullSink;
     let mut wrong = 0u64;
     let mut i = 0usize;

@@ -876,4 +876,3 @@ pub(crate) mod tests {
         dec_ttl(&mut g, &mut m);
     }
 }
-
