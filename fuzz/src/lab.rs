@@ -56,6 +56,7 @@ pub fn config(published: bool) -> Config {
             on_violation: OnViolation::Reset,
         },
         policy: Policy {
+            pickup: false,
             default: Action::Deny,
             rules: vec![Rule {
                 name: "inside-out".into(),
