@@ -23,6 +23,13 @@ stage() { printf '\n=== %s ===\n' "$*"; }
 stage "cargo test"
 cargo test --locked 2>&1
 
+# A short run of every fuzz target (docs/reliability.md): in CI, or when asked.
+if [ "${FTPGATE_SKIP_FUZZ:-0}" != 1 ] && { [ "${CI:-}" = true ] || [ "${FTPGATE_FUZZ:-0}" = 1 ]; }; then
+    stage "fuzz smoke (scripts/fuzz.sh ${FUZZ_SECONDS:-20})"
+    cargo fuzz --version >/dev/null 2>&1 || cargo install cargo-fuzz --locked 2>&1 | tail -n 2
+    scripts/fuzz.sh "${FUZZ_SECONDS:-20}"
+fi
+
 if [ "${FTPGATE_SKIP_LAB:-0}" = 1 ]; then
     echo "lab stages skipped (FTPGATE_SKIP_LAB=1)"
     exit 0
