@@ -6,7 +6,9 @@
 #      the live gateway end to end, the same matrix with ftpgate as the gateway
 #      (~3 min), and the soak (SOAK_SECONDS: 600 when CI=true, else 120).
 #      The lab installs what it needs with apt-get.
-# Set FTPGATE_SKIP_LAB=1 to run only stage 1, FTPGATE_SKIP_SOAK=1 to skip the soak.
+# In CI (CI=true) a short run of every fuzz target follows stage 1
+# (FTPGATE_SKIP_FUZZ=1 skips it; FTPGATE_FUZZ=1 asks for it outside CI).
+# Set FTPGATE_SKIP_LAB=1 to run only the Rust stages, FTPGATE_SKIP_SOAK=1 to skip the soak.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
