@@ -524,28 +524,10 @@ mod tests {
         Config {
             interfaces: vec![iface("inside", Some("veth-gw-in"), "192.0.2.1/24"), iface("outside", None, "198.51.100.1/24")],
             nat: Nat { masquerade: vec![], forward: vec![], ports: PortMode::Random },
-            ftp: Ftp {
-                control_ports: vec![21],
-                active: Action::Allow,
-                passive: Action::Allow,
-                third_party: Action::Deny,
-                pasv_mismatch: PasvMismatch::Fix,
-                privileged_data_ports: Action::Deny,
-                zero_address: ZeroAddress::Peer,
-                pinhole_timeout: Duration::from_secs(30),
-                max_pinholes: 4,
-                strict: false,
-                deny_commands: vec![],
-                on_violation: OnViolation::Reset,
-            },
+            ftp: Ftp::default(),
             policy: Policy { default: Action::Allow, rules: vec![], pickup: false },
             limits: Limits { max_connections: 1000, max_connections_per_source: 100 },
-            timeouts: Timeouts {
-                tcp_established: Duration::from_secs(432_000),
-                tcp_transitory: Duration::from_secs(120),
-                udp: Duration::from_secs(30),
-                icmp: Duration::from_secs(30),
-            },
+            timeouts: Timeouts::default(),
         }
     }
 

@@ -4,7 +4,6 @@
 //! an integration test's module.
 
 use std::net::IpAddr;
-use std::time::Duration;
 
 use etherparse::PacketBuilder;
 use ftpgate::config::*;
@@ -41,20 +40,7 @@ pub fn config(published: bool) -> Config {
             iface("outside", "veth-gw-out", ["198.51.100.1/24", "2001:db8:2::1/64"], Some("198.51.100.254")),
         ],
         nat: Nat { masquerade: vec![Masquerade { from: INSIDE, to: OUTSIDE }], forward: vec![], ports: PortMode::Random },
-        ftp: Ftp {
-            control_ports: vec![21],
-            active: Action::Allow,
-            passive: Action::Allow,
-            third_party: Action::Deny,
-            pasv_mismatch: PasvMismatch::Fix,
-            privileged_data_ports: Action::Deny,
-            zero_address: ZeroAddress::Peer,
-            pinhole_timeout: Duration::from_secs(30),
-            max_pinholes: 4,
-            strict: false,
-            deny_commands: vec![],
-            on_violation: OnViolation::Reset,
-        },
+        ftp: Ftp::default(),
         policy: Policy {
             pickup: false,
             default: Action::Deny,
@@ -70,12 +56,7 @@ pub fn config(published: bool) -> Config {
             }],
         },
         limits: Limits { max_connections: 1_000_000, max_connections_per_source: 20_000 },
-        timeouts: Timeouts {
-            tcp_established: Duration::from_secs(5 * 86400),
-            tcp_transitory: Duration::from_secs(120),
-            udp: Duration::from_secs(30),
-            icmp: Duration::from_secs(30),
-        },
+        timeouts: Timeouts::default(),
     };
     if published {
         c.nat.forward = vec![Forward { on: OUTSIDE, protocol: Protocol::Tcp, port: 21, to: "192.0.2.20:21".parse().expect("literal") }];

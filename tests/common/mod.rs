@@ -51,20 +51,7 @@ pub fn lab_config(masquerade: bool) -> Config {
             forward: vec![],
             ports: PortMode::Random,
         },
-        ftp: Ftp {
-            control_ports: vec![21],
-            active: Action::Allow,
-            passive: Action::Allow,
-            third_party: Action::Deny,
-            pasv_mismatch: PasvMismatch::Fix,
-            privileged_data_ports: Action::Deny,
-            zero_address: ZeroAddress::Peer,
-            pinhole_timeout: Duration::from_secs(30),
-            max_pinholes: 4,
-            strict: false,
-            deny_commands: vec![],
-            on_violation: OnViolation::Reset,
-        },
+        ftp: Ftp::default(),
         policy: Policy {
             pickup: false,
             default: Action::Deny,
@@ -80,12 +67,7 @@ pub fn lab_config(masquerade: bool) -> Config {
             }],
         },
         limits: Limits { max_connections: 1_000_000, max_connections_per_source: 20_000 },
-        timeouts: Timeouts {
-            tcp_established: Duration::from_secs(5 * 86400),
-            tcp_transitory: Duration::from_secs(120),
-            udp: Duration::from_secs(30),
-            icmp: Duration::from_secs(30),
-        },
+        timeouts: Timeouts::default(),
     }
 }
 
