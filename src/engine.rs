@@ -120,7 +120,9 @@ pub struct Engine {
     table: Table,
     ports: PortAllocator,
     macs: Vec<Mac>,
-    neighbors: HashMap<(IfIndex, IpAddr), Mac>,
+    /// Shared by the workers of one gateway: ARP and ND answers all reach
+    /// worker 0 (see `dispatch`), which learns them for everyone.
+    neighbors: Neighbors,
     /// Live only: frames waiting for a next hop's MAC.
     unresolved: HashMap<(IfIndex, IpAddr), Unresolved>,
     resolve: bool,
@@ -133,12 +135,52 @@ pub struct Engine {
     ftp_free: Vec<u32>,
     pinholes: Pinholes,
     alg_events: Vec<EventKind>,
+    shard: Shard,
+}
+
+/// Which of how many workers an engine is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Shard {
+    pub index: u16,
+    pub count: u16,
+}
+
+impl Shard {
+    pub const ONE: Shard = Shard { index: 0, count: 1 };
+}
+
+pub type Neighbors = std::sync::Arc<dashmap::DashMap<(IfIndex, IpAddr), Mac, foldhash::fast::RandomState>>;
+
+/// What the workers of one gateway share.
+#[derive(Clone)]
+pub struct Shared {
+    pub pinholes: Pinholes,
+    pub neighbors: Neighbors,
+}
+
+impl Default for Shared {
+    fn default() -> Self {
+        Shared {
+            pinholes: alg::new_pinholes(),
+            neighbors: std::sync::Arc::new(dashmap::DashMap::with_hasher(foldhash::fast::RandomState::default())),
+        }
+    }
 }
 
 impl Engine {
     /// `seed` drives the random NAT port allocator and the table's hash
     /// (replay fixes it for reproducible output; `run` draws one from the OS).
     pub fn new(config: Config, seed: u64) -> Engine {
+        Engine::new_worker(config, seed, Shard::ONE, &Shared::default())
+    }
+
+    /// One of several workers of a gateway: its own connection table (a
+    /// share of `max_connections`), ports chosen so that `dispatch` brings
+    /// both directions of a connection back to it, and the pinholes and
+    /// neighbours of `shared`.
+    pub fn new_worker(config: Config, seed: u64, shard: Shard, shared: &Shared) -> Engine {
+        let count = shard.count.max(1);
+        let capacity = (config.limits.max_connections as usize).div_ceil(count as usize);
         let macs = config
             .interfaces
             .iter()
@@ -148,10 +190,10 @@ impl Engine {
         Engine {
             routes: Routes::new(&config),
             // Sized for the configured limit, so the index never rehashes under load.
-            table: Table::new(seed ^ 0x5eed_f7a9_a7e0_0001, config.limits.max_connections as usize),
-            ports: PortAllocator::new(seed),
+            table: Table::new(seed ^ 0x5eed_f7a9_a7e0_0001, capacity),
+            ports: PortAllocator::with_stride(seed, count),
+            shard: Shard { index: shard.index, count },
             macs,
-            neighbors: HashMap::new(),
             unresolved: HashMap::new(),
             resolve: false,
             frags: HashMap::new(),
@@ -160,7 +202,8 @@ impl Engine {
             scratch: Vec::new(),
             ftp: Vec::new(),
             ftp_free: Vec::new(),
-            pinholes: alg::new_pinholes(),
+            pinholes: shared.pinholes.clone(),
+            neighbors: shared.neighbors.clone(),
             alg_events: Vec::new(),
             config,
         }
@@ -347,8 +390,9 @@ impl Engine {
         let now = self.now;
         if !self.pinholes.is_empty() {
             let mut gone = Vec::new();
+            let me = self.shard.index;
             self.pinholes.retain(|k, p| {
-                let keep = p.expires > now;
+                let keep = p.expires > now || p.worker != me;
                 if !keep {
                     gone.push((*k, p.session, p.control));
                 }
@@ -590,6 +634,7 @@ impl Engine {
                 nat_ports: self.config.nat.ports,
                 events: &mut events,
                 capture: !self.resolve,
+                worker: self.shard.index,
             };
             let end = (t.payload + t.payload_len).min(frame.len());
             let seg = alg::Seg { seq: t.seq, ack: t.ack, flags: t.flags, payload: &frame[t.payload.min(end)..end] };
@@ -714,7 +759,7 @@ impl Engine {
     fn close_pinholes<S: Sink>(&mut self, cx: &mut Cx<'_, S>, ai: u32) {
         let Some(sess) = self.ftp.get_mut(ai as usize).and_then(|s| s.as_mut()) else { return };
         for key in sess.pinholes.drain(..) {
-            if self.pinholes.remove_if(&key, |_, p| p.control == sess.control).is_some() {
+            if self.pinholes.remove_if(&key, |_, p| p.control == sess.control && p.worker == self.shard.index).is_some() {
                 cx.event(self.now, EventKind::PinholeExpire { session: sess.session, address: key.0, port: key.1 });
             }
         }
@@ -1136,8 +1181,8 @@ impl Engine {
         let mut dst_mac = next_mac;
         if dst_mac == [0; 6] {
             let hop = self.routes.lookup(m.dst).map_or(m.dst, |h| h.next_hop);
-            match self.neighbors.get(&(egress, hop)) {
-                Some(&mac) => dst_mac = mac,
+            match self.neighbors.get(&(egress, hop)).map(|m| *m) {
+                Some(mac) => dst_mac = mac,
                 None if self.resolve => {
                     setters::set_macs(frame, m, self.macs[egress], [0; 6]);
                     self.queue_for_neighbor(cx, egress, hop, frame);
@@ -1198,6 +1243,12 @@ impl Engine {
 
     /// Retry or give up on neighbours that have not answered.
     fn retry_neighbors<S: Sink>(&mut self, cx: &mut Cx<'_, S>) {
+        // Another worker may have learned the answer (it went to worker 0).
+        let known: Vec<((IfIndex, IpAddr), Mac)> =
+            self.unresolved.keys().filter_map(|k| self.neighbors.get(k).map(|m| (*k, *m))).collect();
+        for ((iface, ip), mac) in known {
+            self.learned(cx, iface, ip, mac);
+        }
         let now = self.now;
         let due: Vec<(IfIndex, IpAddr)> =
             self.unresolved.iter().filter(|(_, u)| u.next_try <= now).map(|(k, _)| *k).collect();
@@ -1323,7 +1374,7 @@ impl Engine {
     }
 
     fn next_hop_mac(&self, iface: IfIndex, ip: IpAddr) -> Option<Mac> {
-        self.neighbors.get(&(iface, ip)).copied()
+        self.neighbors.get(&(iface, ip)).map(|m| *m)
     }
 
     fn any_address(&self, like: IpAddr) -> Option<IpAddr> {

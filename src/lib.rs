@@ -9,6 +9,7 @@
 pub mod capture;
 pub mod config;
 pub mod conntrack;
+pub mod dispatch;
 pub mod engine;
 pub mod event;
 pub mod ftp;

@@ -67,6 +67,9 @@ pub struct Pinhole {
     pub expires: Nanos,
     /// The control connection's egress toward the peer's side (the data connection arrives there).
     pub ingress: IfIndex,
+    /// The worker whose table holds the control connection: only it closes
+    /// or expires the pinhole (`control` is an index into that table).
+    pub worker: u16,
 }
 
 /// Pinholes are the one piece of state every worker must see: a data
@@ -282,6 +285,8 @@ pub struct Ctx<'a> {
     /// Replaying a capture (not in the path): an acknowledgement for bytes
     /// the gateway never saw means the capture lost them.
     pub capture: bool,
+    /// Which worker this is (see `Pinhole::worker`).
+    pub worker: u16,
 }
 
 /// A TCP segment of the control connection, as it arrived.
@@ -936,7 +941,7 @@ impl FtpSession {
         ingress: IfIndex,
     ) -> bool {
         if let Some(existing) = cx.pinholes.get(&key) {
-            if existing.control != self.control {
+            if existing.control != self.control || existing.worker != cx.worker {
                 return false;
             }
         }
@@ -955,8 +960,18 @@ impl FtpSession {
             snat,
             expires,
             ingress,
+            worker: cx.worker,
         };
-        cx.pinholes.insert(key, pin);
+        // Another worker may have taken the key since the check above: theirs stands.
+        match cx.pinholes.entry(key) {
+            dashmap::mapref::entry::Entry::Occupied(mut e) if e.get().control == self.control && e.get().worker == cx.worker => {
+                e.insert(pin);
+            }
+            dashmap::mapref::entry::Entry::Occupied(_) => return false,
+            dashmap::mapref::entry::Entry::Vacant(e) => {
+                e.insert(pin);
+            }
+        }
         self.pinholes.retain(|k| *k != key);
         self.pinholes.push_back(key);
         cx.events.push(EventKind::PinholeOpen {
@@ -972,7 +987,7 @@ impl FtpSession {
     /// Close one of this session's pinholes (`expire_event`: log it as expired).
     pub fn close_pinhole(&mut self, cx: &mut Ctx<'_>, key: PinholeKey, expire_event: bool) {
         self.pinholes.retain(|k| *k != key);
-        if cx.pinholes.remove_if(&key, |_, p| p.control == self.control).is_some() && expire_event {
+        if cx.pinholes.remove_if(&key, |_, p| p.control == self.control && p.worker == cx.worker).is_some() && expire_event {
             cx.events.push(EventKind::PinholeExpire { session: self.session, address: key.0, port: key.1 });
         }
     }
