@@ -96,6 +96,10 @@ enum Command {
         /// No progress line on stderr
         #[arg(short, long)]
         quiet: bool,
+        /// Simulate N packet workers, splitting frames among them exactly as
+        /// `run` does [default: the configuration's datapath.workers, else 1]
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=64))]
+        workers: Option<u16>,
         /// The capture (pcap or pcapng)
         #[arg(value_name = "INPUT")]
         input: PathBuf,
@@ -126,6 +130,14 @@ enum Command {
         /// Seed for NAT port choice [default: random]
         #[arg(long, value_name = "N")]
         seed: Option<u64>,
+        /// Packet workers (threads, each with its own connection table)
+        /// [default: the configuration's datapath.workers, else 1]
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=64))]
+        workers: Option<u16>,
+        /// Frame I/O: ring (PACKET_MMAP, GSO-aware) or pnet
+        /// [default: the configuration's datapath.backend, else ring]
+        #[arg(long, value_name = "BACKEND", value_parser = ["ring", "pnet"])]
+        datapath: Option<String>,
     },
     /// List the live gateway's connections, NAT mappings and FTP pinholes
     #[command(after_help = SESSIONS_HELP)]
@@ -144,12 +156,13 @@ enum Command {
 
 fn main() -> ExitCode {
     match Cli::parse().command {
-        Command::Replay { config, out, events, seed, quiet, input } => {
-            replay_cmd(&replay::Options { input, config, out, events, seed, quiet })
+        Command::Replay { config, out, events, seed, quiet, workers, input } => {
+            replay_cmd(&replay::Options { input, config, out, events, seed, quiet, workers })
         }
         Command::Check { config } => check(&config),
-        Command::Run { config, events, log_format, log_level, admin, seed } => {
-            run_cmd(config, events, log_format, log_level, admin, seed)
+        Command::Run { config, events, log_format, log_level, admin, seed, workers, datapath } => {
+            let backend = datapath.map(|d| if d == "pnet" { config::Backend::Pnet } else { config::Backend::Ring });
+            run_cmd(config, events, log_format, log_level, admin, seed, workers, backend)
         }
         Command::Sessions { json, config, admin } => sessions_cmd(json, config, admin),
     }
@@ -207,13 +220,15 @@ fn run_cmd(
     log_level: Option<String>,
     admin: Option<String>,
     seed: Option<u64>,
+    workers: Option<u16>,
+    backend: Option<config::Backend>,
 ) -> ExitCode {
     let admin = match admin.as_deref().map(admin_arg).transpose() {
         Ok(a) => a,
         Err(code) => return code,
     };
     let log_format = log_format.map(|f| if f == "json" { LogFormat::Json } else { LogFormat::Text });
-    let opts = live::Options { config, events, log_format, log_level, admin, seed };
+    let opts = live::Options { config, events, log_format, log_level, admin, seed, workers, backend };
     match live::run(&opts) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

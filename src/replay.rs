@@ -33,11 +33,14 @@ pub struct Options {
     pub seed: u64,
     /// No progress line even on a terminal.
     pub quiet: bool,
+    /// Simulate this many workers (None: the configuration's
+    /// `datapath.workers`, else 1).
+    pub workers: Option<u16>,
 }
 
 impl Options {
     pub fn new(input: impl Into<PathBuf>) -> Options {
-        Options { input: input.into(), config: None, out: None, events: None, seed: DEFAULT_SEED, quiet: false }
+        Options { input: input.into(), config: None, out: None, events: None, seed: DEFAULT_SEED, quiet: false, workers: None }
     }
 }
 
@@ -182,27 +185,46 @@ impl fmt::Display for Summary {
 /// any configuration work.
 pub fn run(opts: &Options) -> Result<Summary, ReplayError> {
     let reader = CaptureReader::open(&opts.input)?;
-    let (config, label) = match &opts.config {
+    let (config, label, workers) = match &opts.config {
         Some(path) => {
             // An unreadable file is an OS error (exit 2), not an invalid configuration.
             File::open(path).map_err(|e| ReplayError::io("read config", path, &e))?;
-            (config::load(path).map_err(ReplayError::Config)?, path.display().to_string())
+            let (c, ops) = config::load_with_operations(path).map_err(ReplayError::Config)?;
+            (c, path.display().to_string(), ops.datapath.workers)
         }
-        None => (config::builtin_default(), "built-in default".to_string()),
+        None => (config::builtin_default(), "built-in default".to_string(), 1),
     };
-    run_with(reader, Engine::new(config, opts.seed), &label, opts)
+    run_with(reader, engines(config, opts.seed, opts.workers.unwrap_or(workers)), &label, opts)
 }
 
-/// Replay an opened capture through a built engine: the part of `run` that
-/// tests and benchmarks drive directly. `opts.input`/`config` only label the
-/// summary; `opts.seed` is not used (the engine has one).
+/// The engines of a gateway with `workers` workers, as `run` builds them.
+pub fn engines(config: Config, seed: u64, workers: u16) -> Vec<Engine> {
+    let n = workers.max(1);
+    let shared = crate::engine::Shared::default();
+    (0..n)
+        .map(|k| {
+            // Each worker its own seed: their port choices are independent.
+            let s = seed.wrapping_add(u64::from(k).wrapping_mul(0x9e37_79b9_7f4a_7c15));
+            Engine::new_worker(config.clone(), s, crate::engine::Shard { index: k, count: n }, &shared)
+        })
+        .collect()
+}
+
+/// Replay an opened capture through built engines (one per simulated
+/// worker, see `engines`): the part of `run` that tests and benchmarks drive
+/// directly. `opts.input`/`config` only label the summary; `opts.seed` and
+/// `opts.workers` are not used (the engines have theirs).
 pub fn run_with<R: Read>(
     mut reader: CaptureReader<R>,
-    mut engine: Engine,
+    mut engines: Vec<Engine>,
     config_label: &str,
     opts: &Options,
 ) -> Result<Summary, ReplayError> {
-    let config: &Config = engine.config();
+    assert!(!engines.is_empty(), "replay needs at least one engine");
+    // Which worker a frame goes to, exactly as the kernel's fanout program
+    // would decide it live.
+    let dispatch = crate::dispatch::Dispatch::new(engines[0].config(), engines.len() as u16);
+    let config: &Config = engines[0].config();
     let mut summary = Summary {
         input: opts.input.clone(),
         format: reader.format_name(),
@@ -248,13 +270,15 @@ pub fn run_with<R: Read>(
         let (now, tick) = clock.advance(meta.ts);
         sink.now = now;
         if tick {
-            engine.tick(now, &mut sink);
+            for engine in engines.iter_mut() {
+                engine.tick(now, &mut sink);
+            }
         }
         summary.frames_in += 1;
 
         while iface_map.len() < reader.interfaces().len() {
             let ci = &reader.interfaces()[iface_map.len()];
-            iface_map.push(ci.name.as_deref().and_then(|n| match_interface(engine.config(), n)));
+            iface_map.push(ci.name.as_deref().and_then(|n| match_interface(engines[0].config(), n)));
         }
         let named = meta.iface.and_then(|i| iface_map[i]);
 
@@ -271,9 +295,10 @@ pub fn run_with<R: Read>(
                 EventKind::Drop { reason: DropReason::Unsupported, rule: None, session: None, src: None, dst: None, detail: why.clone() },
             ));
             count_reason(&mut summary.unsupported, why);
-        } else if let Some(ingress) = named.or_else(|| engine.ingress_for(&frame).filter(|&i| i < n_ifaces)) {
+        } else if let Some(ingress) = named.or_else(|| engines[0].ingress_for(&frame).filter(|&i| i < n_ifaces)) {
             summary.interfaces[ingress].frames_in += 1;
-            match engine.process(now, meta.index, ingress, &mut frame, &mut sink) {
+            let w = dispatch.worker(ingress, &frame) as usize;
+            match engines[w].process(now, meta.index, ingress, &mut frame, &mut sink) {
                 Verdict::Forward(egress) => {
                     summary.frames_out += 1;
                     if let Some(c) = summary.interfaces.get_mut(egress) {
@@ -553,7 +578,7 @@ mod tests {
 
     fn replay(bytes: Vec<u8>, opts: &Options) -> Result<Summary, ReplayError> {
         let reader = CaptureReader::new(&opts.input, Cursor::new(bytes), None)?;
-        run_with(reader, Engine::new(two_interfaces(), opts.seed), "test config", opts)
+        run_with(reader, vec![Engine::new(two_interfaces(), opts.seed)], "test config", opts)
     }
 
     fn quiet(input: &str) -> Options {

@@ -316,7 +316,7 @@ fn library_replay_of_every_public_capture_balances() {
     for cap in public_captures() {
         let reader = CaptureReader::open(&cap).unwrap_or_else(|e| panic!("{e}"));
         let opts = Options { quiet: true, ..Options::new(&cap) };
-        let s = run_with(reader, Engine::new(config_in_code(), 1), "in code", &opts).unwrap_or_else(|e| panic!("{e}"));
+        let s = run_with(reader, vec![Engine::new(config_in_code(), 1)], "in code", &opts).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(s.frames_in, independent_count(&cap), "{}", cap.display());
         assert_eq!(s.frames_in, s.frames_out + s.dropped + s.consumed, "{}", cap.display());
         assert!(s.warnings.is_empty(), "{}: {:?}", cap.display(), s.warnings);

@@ -361,7 +361,7 @@ const DENY_ALLOW: &[(&str, Action)] = &[("deny", Action::Deny), ("allow", Action
 
 // --------------------------------------------------------------- top level
 
-const TOP_KEYS: &[&str] = &["interfaces", "nat", "ftp", "policy", "limits", "timeouts", "admin", "log"];
+const TOP_KEYS: &[&str] = &["interfaces", "nat", "ftp", "policy", "limits", "timeouts", "admin", "log", "datapath"];
 
 pub(crate) fn compile(cx: &mut Ctx, root: &SNode) -> Config {
     let empty_hint = "a configuration needs at least an 'interfaces:' section (see docs/configuration.md)";
@@ -402,6 +402,9 @@ pub(crate) fn compile(cx: &mut Ctx, root: &SNode) -> Config {
     let limits = limits(cx, top.get("limits"));
     let timeouts = timeouts(cx, top.get("timeouts"));
     cx.ops = operations(cx, top.get("admin"), top.get("log"));
+    if let Some(d) = top.get("datapath") {
+        cx.ops.datapath = datapath(cx, d);
+    }
     Config {
         interfaces: ifaces.list,
         nat,
@@ -1190,6 +1193,33 @@ fn operations(cx: &mut Ctx, admin: Option<&SNode>, log: Option<&SNode>) -> Opera
                     cx.err(&n.referenced, &f.path("events"), "an empty path: leave 'events' out to write no event log");
                 } else {
                     out.log.events = Some(v.into());
+                }
+            }
+        }
+    }
+    out
+}
+
+const DATAPATH_KEYS: &[&str] = &["backend", "workers"];
+/// More workers than this gain nothing (one per core) and thin the table.
+pub const MAX_WORKERS: u32 = 64;
+
+fn datapath(cx: &mut Ctx, node: &SNode) -> Datapath {
+    let mut out = Datapath::default();
+    if let Some(f) = fields(cx, node, "datapath", "datapath", DATAPATH_KEYS) {
+        if let Some(n) = f.get("backend") {
+            let kinds = [("ring", Backend::Ring), ("pnet", Backend::Pnet)];
+            if let Some(v) = choice(cx, n, &f.path("backend"), "backend", &kinds) {
+                out.backend = v;
+            }
+        }
+        if let Some(n) = f.get("workers") {
+            let hint = "at least one worker runs the packet path; leave 'workers' out for 1";
+            if let Some(v) = count(cx, n, &f.path("workers"), "workers", hint) {
+                if v > MAX_WORKERS {
+                    cx.err(&n.referenced, &f.path("workers"), &format!("{v} workers: at most {MAX_WORKERS} (one per core is the useful most)"));
+                } else {
+                    out.workers = v as u16;
                 }
             }
         }

@@ -177,6 +177,31 @@ pub struct Timeouts {
 pub struct Operations {
     pub admin: AdminListen,
     pub log: Log,
+    pub datapath: Datapath,
+}
+
+/// Extension: how `run` moves frames (`datapath:`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Datapath {
+    pub backend: Backend,
+    /// Packet workers, each with its own connection table; the kernel
+    /// spreads frames over them (see `dispatch`). `replay` simulates the same
+    /// split so its output is what `run` would do.
+    pub workers: u16,
+}
+
+impl Default for Datapath {
+    fn default() -> Self {
+        Datapath { backend: Backend::Ring, workers: 1 }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    /// PACKET_MMAP rings (TPACKET_V2), GSO-aware.
+    Ring,
+    /// pnet's AF_PACKET socket with recvmmsg/sendmmsg.
+    Pnet,
 }
 
 /// Where the admin endpoint (`/metrics`, `/healthz`, `/sessions`) listens.
@@ -211,6 +236,7 @@ impl Default for Operations {
         Operations {
             admin: AdminListen::Unix(DEFAULT_ADMIN_SOCKET.into()),
             log: Log { format: LogFormat::Text, level: "info".into(), events: None },
+            datapath: Datapath::default(),
         }
     }
 }

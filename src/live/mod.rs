@@ -47,6 +47,9 @@ pub struct Options {
     pub admin: Option<AdminListen>,
     /// None: drawn from the OS.
     pub seed: Option<u64>,
+    /// Overrides of the configuration's `datapath:` section.
+    pub workers: Option<u16>,
+    pub backend: Option<crate::config::Backend>,
 }
 
 #[derive(Debug)]
