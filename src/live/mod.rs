@@ -153,7 +153,7 @@ pub fn run(opts: &Options) -> Result<(), LiveError> {
         // MTU plus Ethernet header and one VLAN tag.
         let max = usize::from(ifc.mtu) + 18;
         let link = dp
-            .open(dev, max)
+            .open(dev, max, None)
             .map_err(|e| LiveError::Os(format!("{dev}: cannot open for capture: {}", crate::capture::strip_os_error(&e))))?;
         links.push(link);
     }
