@@ -108,6 +108,12 @@ fn offloads_on(dev: &str) -> Vec<&'static str> {
 /// Compare the configuration with what the kernel has on each device.
 /// `info` is indexed like `config.interfaces` (None: the device is missing).
 pub fn findings(config: &Config, info: &[Option<DeviceInfo>]) -> Vec<Finding> {
+    findings_for(config, info, false)
+}
+
+/// `gso_aware`: the datapath takes merged (GRO/GSO) frames and partial
+/// checksums (the ring backend), so offloads left on are not a problem.
+pub fn findings_for(config: &Config, info: &[Option<DeviceInfo>], gso_aware: bool) -> Vec<Finding> {
     let mut out = Vec::new();
     for (ifc, info) in config.interfaces.iter().zip(info) {
         let Some(dev) = ifc.device.as_deref() else {
@@ -144,7 +150,7 @@ pub fn findings(config: &Config, info: &[Option<DeviceInfo>]) -> Vec<Finding> {
                 )));
             }
         }
-        if !info.offloads_on.is_empty() {
+        if !info.offloads_on.is_empty() && !gso_aware {
             out.push(Finding::Warning(format!(
                 "{dev}: offloads on ({}): the kernel hands over merged or checksum-less frames that cannot \
                  be forwarded as they are (they are dropped and counted). `ethtool -K {dev} gro off gso off \

@@ -2,11 +2,14 @@
 //! engine as `replay`, with Linux devices instead of a capture file.
 //!
 //! Threads (none of them blocks the packet path):
-//! - one receive thread per device: reads batches (AF_PACKET via pnet, behind
-//!   the `datapath` traits) and sends them to the worker over a bounded channel;
-//! - the worker (the calling thread): owns the `Engine` and every transmit
-//!   handle, processes frames, ticks every 100 ms, publishes counters, and
-//!   builds the session list when the admin thread asks;
+//! - N packet workers (`datapath.workers`, default 1): each owns an `Engine`
+//!   (its own connection table; pinholes and neighbours shared) and its own
+//!   receive and transmit socket on every device. With several workers the
+//!   sockets of a device form a PACKET_FANOUT group whose classic BPF
+//!   program (`dispatch`) gives every frame of a connection, both ways, to
+//!   the same worker. A worker polls its sockets, processes what is ready in
+//!   bursts, transmits in batches, ticks every 100 ms, publishes counters,
+//!   and builds its part of the session list when the admin thread asks;
 //! - the logger: event log (JSONL) and `tracing` output, fed by try_send;
 //! - the admin endpoint (HTTP/1.0 on a Unix socket or loopback port);
 //! - the signal thread: SIGHUP parses the file and hands a checked `Config`
@@ -24,7 +27,7 @@ use std::fs::File;
 use std::io::BufWriter;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::sync::mpsc::{sync_channel, SyncSender};
 use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
@@ -32,7 +35,6 @@ use std::time::Duration;
 use crate::config::{self, AdminListen, Config, ConfigError, LogFormat, Operations};
 use crate::engine::Engine;
 
-use datapath::{Batch, Datapath, LinkRx, PnetDatapath};
 use logging::LogMsg;
 use snapshot::{IfaceLabel, ProcessCounters, RxCounters};
 use worker::{Clock, LiveSink, Msg, Published, Worker};
@@ -131,7 +133,8 @@ pub fn run(opts: &Options) -> Result<(), LiveError> {
         .map(|i| i.device.as_deref().and_then(checks::device_info))
         .collect();
     let mut fatal = Vec::new();
-    for f in checks::findings(&config, &infos) {
+    let gso_aware = opts.backend.unwrap_or(ops.datapath.backend) == config::Backend::Ring;
+    for f in checks::findings_for(&config, &infos, gso_aware) {
         match f {
             checks::Finding::Error(s) => fatal.push(s),
             checks::Finding::Warning(s) => tracing::warn!("{s}"),
@@ -146,16 +149,35 @@ pub fn run(opts: &Options) -> Result<(), LiveError> {
     // SAFETY: pthread_sigmask with a valid set, for the calling thread (inherited by the rest).
     unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &sigset, std::ptr::null_mut()) };
 
-    let mut dp = PnetDatapath;
-    let mut links = Vec::new();
-    for ifc in &config.interfaces {
+    let workers = opts.workers.unwrap_or(ops.datapath.workers).max(1);
+    let backend = opts.backend.unwrap_or(ops.datapath.backend);
+    let dispatch = crate::dispatch::Dispatch::new(&config, workers);
+    let mut dp = datapath::open_datapath(match backend {
+        config::Backend::Ring => datapath::Backend::Ring,
+        config::Backend::Pnet => datapath::Backend::Pnet,
+    });
+    // links[w][i]: worker w's own socket on interface i. Workers join each
+    // device's fanout group in order, so member k is worker k.
+    let group_base = (std::process::id() as u16).wrapping_mul(31);
+    let mut links: Vec<Vec<datapath::Link>> = (0..workers).map(|_| Vec::new()).collect();
+    for (i, ifc) in config.interfaces.iter().enumerate() {
         let dev = ifc.device.as_deref().unwrap_or(&ifc.name);
         // MTU plus Ethernet header and one VLAN tag.
         let max = usize::from(ifc.mtu) + 18;
-        let link = dp
-            .open(dev, max, None)
-            .map_err(|e| LiveError::Os(format!("{dev}: cannot open for capture: {}", crate::capture::strip_os_error(&e))))?;
-        links.push(link);
+        let fanout = (workers > 1).then(|| datapath::Fanout {
+            group: group_base.wrapping_add(i as u16),
+            program: dispatch
+                .program(i)
+                .iter()
+                .map(|x| libc::sock_filter { code: x.code, jt: x.jt, jf: x.jf, k: x.k })
+                .collect(),
+        });
+        for w in links.iter_mut() {
+            let link = dp.open(dev, max, fanout.as_ref()).map_err(|e| {
+                LiveError::Os(format!("{dev}: cannot open for capture: {}", crate::capture::strip_os_error(&e)))
+            })?;
+            w.push(link);
+        }
     }
 
     let events = match &ops.log.events {
@@ -176,7 +198,6 @@ pub fn run(opts: &Options) -> Result<(), LiveError> {
 
     let clock = Clock::new();
     let stop = Arc::new(AtomicBool::new(false));
-    let published = Arc::new(Published::default());
     let proc_counters = Arc::new(ProcessCounters { started: clock.now().as_secs_f64(), ..Default::default() });
 
     let (log_tx, log_rx) = sync_channel::<LogMsg>(logging::QUEUE);
@@ -185,32 +206,16 @@ pub fn run(opts: &Options) -> Result<(), LiveError> {
         .spawn(move || logging::run(log_rx, events))
         .map_err(|e| LiveError::Os(format!("cannot start the logger thread: {e}")))?;
 
-    let (msg_tx, msg_rx) = sync_channel::<Msg>(128);
-    let mut rx_threads = Vec::new();
-    let mut recycle = Vec::new();
-    let mut rx_counters = Vec::new();
-    let mut txs = Vec::new();
-    let mut macs = Vec::new();
     let labels: Vec<IfaceLabel> = config
         .interfaces
         .iter()
         .map(|i| IfaceLabel { name: i.name.clone(), device: i.device.clone().unwrap_or_default() })
         .collect();
-    for (iface, link) in links.into_iter().enumerate() {
-        let (pool_tx, pool_rx) = sync_channel::<Batch>(160);
-        recycle.push(pool_tx);
-        let counters = Arc::new(RxCounters::default());
-        rx_counters.push(counters.clone());
-        txs.push(link.tx);
-        macs.push(link.mac);
-        let (tx, stop, dev, mtu) = (msg_tx.clone(), stop.clone(), labels[iface].device.clone(), config.interfaces[iface].mtu);
-        let rx = link.rx;
-        let h = thread::Builder::new()
-            .name(format!("ftpgate-rx-{iface}"))
-            .spawn(move || rx_loop(iface, rx, tx, pool_rx, counters, stop, dev, mtu))
-            .map_err(|e| LiveError::Os(format!("cannot start a receive thread: {e}")))?;
-        rx_threads.push(h);
-    }
+    let devices: Vec<(String, u16)> =
+        config.interfaces.iter().map(|i| (i.device.clone().unwrap_or_else(|| i.name.clone()), i.mtu)).collect();
+    // Receive counters per device, shared by the workers that read it.
+    let rx_counters: Vec<Arc<RxCounters>> = devices.iter().map(|_| Arc::new(RxCounters::default())).collect();
+    let published: Vec<Arc<Published>> = (0..workers).map(|_| Arc::new(Published::default())).collect();
 
     let socket_path = listener.as_ref().and_then(|l| l.socket_path().map(|p| p.to_path_buf()));
     if let Some(l) = listener {
@@ -228,42 +233,87 @@ pub fn run(opts: &Options) -> Result<(), LiveError> {
             .map_err(|e| LiveError::Os(format!("cannot start the admin thread: {e}")))?;
     }
 
+    let mut ctl_txs = Vec::new();
+    let mut ctl_rxs = Vec::new();
+    for _ in 0..workers {
+        let (t, r) = sync_channel::<Msg>(8);
+        ctl_txs.push(t);
+        ctl_rxs.push(r);
+    }
     {
-        let tx = msg_tx.clone();
+        let txs = ctl_txs.clone();
         let path = opts.config.clone();
         let running_devices: Vec<Option<String>> = config.interfaces.iter().map(|i| i.device.clone()).collect();
         let pc = proc_counters.clone();
         let stop = stop.clone();
         thread::Builder::new()
             .name("ftpgate-signal".into())
-            .spawn(move || signal_loop(sigset, tx, path, running_devices, ops, pc, stop))
+            .spawn(move || signal_loop(sigset, txs, path, running_devices, ops, pc, stop))
             .map_err(|e| LiveError::Os(format!("cannot start the signal thread: {e}")))?;
     }
-    drop(msg_tx);
 
     let seed = opts.seed.unwrap_or_else(rand::random);
     let names: Vec<String> = labels.iter().map(|l| format!("{} ({})", l.name, l.device)).collect();
-    let mut engine = Engine::new(config, seed);
-    engine.set_resolve_neighbors(true);
-    let sink = LiveSink::new(txs, log_tx);
-    let mut worker = Worker::new(engine, sink, clock, macs, published);
-    tracing::info!("running on {}; pid {}", names.join(", "), std::process::id());
-    worker.run(msg_rx, recycle);
-
-    // Shutdown: receivers notice within their read timeout.
-    stop.store(true, Relaxed);
-    for h in rx_threads {
-        let _ = h.join();
+    let shared = crate::engine::Shared::default();
+    let mut handles = Vec::new();
+    for (k, (links, ctl)) in links.into_iter().zip(ctl_rxs).enumerate() {
+        let shard = crate::engine::Shard { index: k as u16, count: workers };
+        let wseed = seed.wrapping_add((k as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15));
+        let mut engine = Engine::new_worker(config.clone(), wseed, shard, &shared);
+        engine.set_resolve_neighbors(true);
+        let mut rxs = Vec::new();
+        let mut txs = Vec::new();
+        let mut macs = Vec::new();
+        for l in links {
+            rxs.push(l.rx);
+            txs.push(l.tx);
+            macs.push(l.mac);
+        }
+        let sink = LiveSink::new(txs, log_tx.clone());
+        let mut worker = Worker::new(engine, sink, clock, macs, published[k].clone());
+        let (counters, stop, devices) = (rx_counters.clone(), stop.clone(), devices.clone());
+        let h = thread::Builder::new()
+            .name(format!("ftpgate-w{k}"))
+            .spawn(move || {
+                worker.run_polling(rxs, counters, ctl, &stop, devices);
+                worker.engine.stats().clone()
+            })
+            .map_err(|e| LiveError::Os(format!("cannot start a worker thread: {e}")))?;
+        handles.push(h);
     }
-    let stats = worker.engine.stats().clone();
+    drop(log_tx);
+    tracing::info!(
+        "running on {} with {workers} worker{} ({} datapath); pid {}",
+        names.join(", "),
+        if workers == 1 { "" } else { "s" },
+        match backend {
+            config::Backend::Ring => "ring",
+            config::Backend::Pnet => "pnet",
+        },
+        std::process::id()
+    );
+
+    let mut total = crate::engine::Stats::default();
+    for h in handles {
+        if let Ok(s) = h.join() {
+            total.frames_in += s.frames_in;
+            total.forwarded += s.forwarded;
+            total.generated += s.generated;
+            for (a, b) in total.dropped.iter_mut().zip(s.dropped) {
+                *a += b;
+            }
+        }
+    }
+    // A worker that ended on its own (it should not) stops the rest too.
+    stop.store(true, Relaxed);
     tracing::info!(
         "stopped: frames {} in, {} forwarded, {} dropped, {} gateway-generated",
-        stats.frames_in,
-        stats.forwarded,
-        stats.dropped_total(),
-        stats.generated
+        total.frames_in,
+        total.forwarded,
+        total.dropped_total(),
+        total.generated
     );
-    drop(worker); // the last log sender: the logger drains and exits
+    drop(ctl_txs);
     let _ = logger.join();
     if let Some(p) = socket_path {
         let _ = std::fs::remove_file(p);
@@ -279,58 +329,9 @@ fn describe_listen(l: &AdminListen) -> String {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-fn rx_loop(
-    iface: usize,
-    mut rx: Box<dyn LinkRx>,
-    tx: SyncSender<Msg>,
-    pool: Receiver<Batch>,
-    counters: Arc<RxCounters>,
-    stop: Arc<AtomicBool>,
-    dev: String,
-    mtu: u16,
-) {
-    let mut warned_big: Option<std::time::Instant> = None;
-    let mut warned_err: Option<std::time::Instant> = None;
-    let quiet_for = |t: &Option<std::time::Instant>, d: u64| t.is_none_or(|t| t.elapsed() >= Duration::from_secs(d));
-    while !stop.load(Relaxed) {
-        let mut batch = pool.try_recv().unwrap_or_else(|_| Batch::with_capacity(64 * 2048));
-        batch.clear();
-        if let Err(e) = rx.recv_batch(&mut batch, 64, Duration::from_millis(100)) {
-            counters.errors.fetch_add(1, Relaxed);
-            if quiet_for(&warned_err, 10) {
-                warned_err = Some(std::time::Instant::now());
-                tracing::error!("{dev}: receive failed: {e}");
-            }
-            thread::sleep(Duration::from_millis(100));
-            continue;
-        }
-        if batch.oversized > 0 {
-            counters.oversized.fetch_add(u64::from(batch.oversized), Relaxed);
-            if quiet_for(&warned_big, 60) {
-                warned_big = Some(std::time::Instant::now());
-                tracing::warn!(
-                    "{dev}: received frames larger than MTU {mtu} (GRO/GSO on?): dropped and counted; \
-                     `ethtool -K {dev} gro off gso off tso off tx off`"
-                );
-            }
-        }
-        if batch.frames.is_empty() {
-            continue;
-        }
-        counters.frames.fetch_add(batch.len() as u64, Relaxed);
-        counters.bytes.fetch_add(batch.data.len() as u64, Relaxed);
-        // Blocking here is backpressure into the kernel's socket buffer, not a
-        // stall of the worker; it fails only when the worker has gone.
-        if tx.send(Msg::Frames(iface, batch)).is_err() {
-            break;
-        }
-    }
-}
-
 fn signal_loop(
     set: libc::sigset_t,
-    tx: SyncSender<Msg>,
+    txs: Vec<SyncSender<Msg>>,
     path: PathBuf,
     devices: Vec<Option<String>>,
     ops: Operations,
@@ -346,9 +347,11 @@ fn signal_loop(
         match sig {
             libc::SIGHUP => match reload_config(&path, &devices, &ops) {
                 Ok(cfg) => {
-                    tracing::info!("SIGHUP: {} is valid; handing it to the worker", path.display());
-                    if tx.send(Msg::Reload(Box::new(cfg))).is_err() {
-                        return;
+                    tracing::info!("SIGHUP: {} is valid; handing it to the workers", path.display());
+                    for tx in &txs {
+                        if tx.send(Msg::Reload(Box::new(cfg.clone()))).is_err() {
+                            return;
+                        }
                     }
                 }
                 Err(lines) => {
@@ -363,7 +366,9 @@ fn signal_loop(
                 let name = if sig == libc::SIGINT { "SIGINT" } else { "SIGTERM" };
                 tracing::info!("{name}: shutting down");
                 stop.store(true, Relaxed);
-                let _ = tx.send(Msg::Stop);
+                for tx in &txs {
+                    let _ = tx.try_send(Msg::Stop);
+                }
                 return;
             }
         }
@@ -397,32 +402,98 @@ fn list_devices(d: &[Option<String>]) -> String {
 }
 
 struct AdminState {
-    published: Arc<Published>,
+    /// One per worker.
+    published: Vec<Arc<Published>>,
     labels: Vec<IfaceLabel>,
     rx: Vec<Arc<RxCounters>>,
     proc_: Arc<ProcessCounters>,
     clock: Clock,
 }
 
+/// The gateway's counters: the workers' added up.
+fn merge_metrics(all: &[snapshot::Metrics]) -> snapshot::Metrics {
+    let mut m = all.first().cloned().unwrap_or_default();
+    for o in all.iter().skip(1) {
+        let (a, b) = (&mut m.stats, &o.stats);
+        a.frames_in += b.frames_in;
+        a.forwarded += b.forwarded;
+        a.consumed += b.consumed;
+        a.generated += b.generated;
+        a.connections_new += b.connections_new;
+        a.nat_mappings += b.nat_mappings;
+        for (x, y) in a.dropped.iter_mut().zip(b.dropped) {
+            *x += y;
+        }
+        m.connections += o.connections;
+        m.ftp_sessions += o.ftp_sessions;
+        // One shared pinhole map and one configuration: not summed.
+        m.pinholes = m.pinholes.max(o.pinholes);
+        m.max_connections = m.max_connections.max(o.max_connections);
+        m.reloads = m.reloads.min(o.reloads);
+        m.now = m.now.max(o.now);
+        if m.tx.len() < o.tx.len() {
+            m.tx.resize(o.tx.len(), Default::default());
+        }
+        for (x, y) in m.tx.iter_mut().zip(&o.tx) {
+            x.frames += y.frames;
+            x.bytes += y.bytes;
+            x.oversized += y.oversized;
+            x.errors += y.errors;
+            x.ignored += y.ignored;
+        }
+        for (x, y) in m.events.iter_mut().zip(o.events) {
+            *x += y;
+        }
+        m.events_dropped += o.events_dropped;
+        for (x, y) in m.blocked.iter_mut().zip(o.blocked) {
+            *x += y;
+        }
+    }
+    m
+}
+
 impl admin::Handler for AdminState {
     fn metrics(&self) -> String {
-        let m = self.published.metrics.lock().map(|g| g.clone()).unwrap_or_default();
+        let all: Vec<snapshot::Metrics> =
+            self.published.iter().map(|p| p.metrics.lock().map(|g| g.clone()).unwrap_or_default()).collect();
+        let m = merge_metrics(&all);
         let rx: Vec<&RxCounters> = self.rx.iter().map(|a| &**a).collect();
         snapshot::render_metrics(&m, &self.labels, &rx, &self.proc_)
     }
 
     fn healthy(&self) -> Result<(), String> {
-        let beat = self.published.heartbeat.load(Relaxed);
         let now = self.clock.now().0;
-        let age = now.saturating_sub(beat) / 1_000_000;
-        if beat == 0 || age > 2_000 {
-            return Err(format!("the packet worker has not ticked for {} ms", age));
+        for (k, p) in self.published.iter().enumerate() {
+            let beat = p.heartbeat.load(Relaxed);
+            let age = now.saturating_sub(beat) / 1_000_000;
+            if beat == 0 || age > 2_000 {
+                let who = if self.published.len() == 1 { "the packet worker".to_string() } else { format!("packet worker {k}") };
+                return Err(format!("{who} has not ticked for {age} ms"));
+            }
         }
         Ok(())
     }
 
     fn sessions_json(&self) -> Option<String> {
-        self.published.request_sessions(Duration::from_secs(2)).map(|s| (*s).clone())
+        if let [one] = &self.published[..] {
+            return one.request_sessions(Duration::from_secs(2)).map(|s| (*s).clone());
+        }
+        // Ask every worker at once, then join their lists.
+        let mut merged: Option<snapshot::Sessions> = None;
+        for p in &self.published {
+            let json = p.request_sessions(Duration::from_secs(2))?;
+            let s: snapshot::Sessions = serde_json::from_str(&json).ok()?;
+            match &mut merged {
+                None => merged = Some(s),
+                Some(m) => {
+                    m.ts = m.ts.max(s.ts);
+                    m.truncated |= s.truncated;
+                    m.connections.extend(s.connections);
+                    m.ftp_sessions.extend(s.ftp_sessions);
+                }
+            }
+        }
+        merged.and_then(|m| serde_json::to_string(&m).ok())
     }
 }
 

@@ -8,14 +8,14 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::config::{Config, IfIndex};
-use crate::engine::{Engine, Sink, Verdict};
+use crate::engine::{BatchFrame, Engine, Sink, Verdict, BATCH};
 use crate::event::{Event, EventKind};
 use crate::time::Nanos;
 use crate::wire::Mac;
 
-use super::datapath::{Batch, LinkTx};
+use super::datapath::{Batch, LinkRx, LinkTx, Offload};
 use super::logging::LogMsg;
-use super::snapshot::{self, Metrics, TxCounters};
+use super::snapshot::{self, Metrics, RxCounters, TxCounters};
 
 /// What the worker receives, in order.
 pub enum Msg {
@@ -122,8 +122,13 @@ impl LiveSink {
 
     /// Queue a frame for `iface`; `flush` sends the queues.
     pub fn send(&mut self, iface: IfIndex, frame: &[u8]) {
+        self.send_offload(iface, frame, Offload::default());
+    }
+
+    /// Queue a frame that the device (or the kernel) is to cut into segments.
+    pub fn send_offload(&mut self, iface: IfIndex, frame: &[u8], offload: Offload) {
         if let Some(q) = self.queues.get_mut(iface) {
-            q.push(frame);
+            q.push_offload(frame, offload);
         }
     }
 
@@ -187,13 +192,18 @@ pub struct Worker {
     pub macs: Vec<Mac>,
     pub published: Arc<Published>,
     reloads: u64,
-    frame: Vec<u8>,
+    /// Frame buffers for one `process_batch` burst (the engine may grow a
+    /// frame, so each is a Vec of its own); reused, never freed.
+    bufs: Vec<Vec<u8>>,
+    offloads: [Offload; BATCH],
     packet: u64,
 }
 
 impl Worker {
     pub fn new(engine: Engine, sink: LiveSink, clock: Clock, macs: Vec<Mac>, published: Arc<Published>) -> Worker {
-        let mut w = Worker { engine, sink, clock, macs, published, reloads: 0, frame: Vec::with_capacity(65536), packet: 0 };
+        let bufs = (0..BATCH).map(|_| Vec::with_capacity(65536 + 128)).collect();
+        let mut w =
+            Worker { engine, sink, clock, macs, published, reloads: 0, bufs, offloads: [Offload::default(); BATCH], packet: 0 };
         w.apply_macs();
         w
     }
@@ -227,28 +237,21 @@ impl Worker {
             }
             let now_i = Instant::now();
             if now_i >= next_tick {
-                let now = self.clock.now();
-                self.engine.tick(now, &mut self.sink);
-                self.sink.flush();
-                self.published.heartbeat.store(now.0, Relaxed);
+                self.tick(now_i, &mut next_publish);
                 next_tick = now_i + TICK;
-                if self.published.sessions_wanted.swap(false, Relaxed) {
-                    self.publish_sessions(now);
-                }
-                if now_i >= next_publish {
-                    self.publish_metrics(now);
-                    next_publish = now_i + PUBLISH;
-                }
             }
         }
         let now = self.clock.now();
         self.publish_metrics(now);
     }
 
+    /// Process a received batch in bursts of `BATCH` (the engine prefetches
+    /// a burst's table entries together) and send what comes out.
     pub fn frames(&mut self, iface: IfIndex, batch: &Batch) {
         let now = self.clock.now();
         let ours = self.engine.mac(iface);
-        for f in batch.iter() {
+        let mut n = 0;
+        for (f, off) in batch.iter_offloads() {
             // Promiscuous capture also sees unicast between other hosts on a
             // flooded segment: not addressed to the gateway, not its to route.
             if f.len() >= 6 && f[0] & 1 == 0 && f[0..6] != ours {
@@ -257,18 +260,131 @@ impl Worker {
                 }
                 continue;
             }
-            self.packet += 1;
-            self.frame.clear();
-            self.frame.extend_from_slice(f);
-            match self.engine.process(now, self.packet, iface, &mut self.frame, &mut self.sink) {
-                Verdict::Forward(egress) => self.sink.send(egress, &self.frame),
-                Verdict::Drop(_) | Verdict::Consumed => {}
-            }
-            if self.sink.queued() >= 64 {
-                self.sink.flush();
+            self.bufs[n].clear();
+            self.bufs[n].extend_from_slice(f);
+            self.offloads[n] = off;
+            n += 1;
+            if n == BATCH {
+                self.burst(now, iface, n);
+                n = 0;
             }
         }
+        if n > 0 {
+            self.burst(now, iface, n);
+        }
         self.sink.flush();
+    }
+
+    fn burst(&mut self, now: Nanos, iface: IfIndex, n: usize) {
+        let first = self.packet + 1;
+        self.packet += n as u64;
+        let mut bufs = self.bufs.iter_mut();
+        let mut burst: [BatchFrame<'_>; BATCH] =
+            std::array::from_fn(|i| BatchFrame::new(iface, first + i as u64, bufs.next().expect("BATCH buffers")));
+        self.engine.process_batch(now, &mut burst[..n], &mut self.sink);
+        for (bf, off) in burst[..n].iter().zip(self.offloads) {
+            if let Verdict::Forward(egress) = bf.verdict {
+                self.sink.send_offload(egress, bf.frame, off);
+            }
+        }
+        if self.sink.queued() >= 64 {
+            self.sink.flush();
+        }
+    }
+
+    /// Serve `links` (this worker's own sockets, one per device; with several
+    /// workers each joined to the device's fanout group) until `stop`:
+    /// poll them all, process what is ready, tick, and take control
+    /// messages (reload) between bursts.
+    pub fn run_polling(
+        &mut self,
+        mut rx: Vec<Box<dyn LinkRx>>,
+        counters: Vec<Arc<RxCounters>>,
+        ctl: Receiver<Msg>,
+        stop: &AtomicBool,
+        devices: Vec<(String, u16)>,
+    ) {
+        let mut fds: Vec<libc::pollfd> =
+            rx.iter().map(|r| libc::pollfd { fd: r.raw_fd(), events: libc::POLLIN, revents: 0 }).collect();
+        let mut batch = Batch::with_capacity(64 * 2048);
+        let mut next_tick = Instant::now() + TICK;
+        let mut next_publish = Instant::now();
+        let mut warned_big: Option<Instant> = None;
+        let mut warned_err: Option<Instant> = None;
+        let quiet_for = |t: &Option<Instant>, d: u64| t.is_none_or(|t| t.elapsed() >= Duration::from_secs(d));
+        while !stop.load(Relaxed) {
+            let wait = next_tick.saturating_duration_since(Instant::now()).as_millis().min(100) as libc::c_int;
+            // SAFETY: poll on our own array of live pollfds.
+            let r = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, wait) };
+            if r > 0 {
+                for i in 0..fds.len() {
+                    if fds[i].revents == 0 {
+                        continue;
+                    }
+                    // Up to 4 batches per device per wake-up, so one busy
+                    // device cannot starve the other.
+                    for _ in 0..4 {
+                        batch.clear();
+                        if let Err(e) = rx[i].recv_batch(&mut batch, 64, Duration::ZERO) {
+                            counters[i].errors.fetch_add(1, Relaxed);
+                            if quiet_for(&warned_err, 10) {
+                                warned_err = Some(Instant::now());
+                                let _ = self.sink.log.try_send(LogMsg::Warn(format!("{}: receive failed: {e}", devices[i].0)));
+                            }
+                            break;
+                        }
+                        if batch.oversized > 0 {
+                            counters[i].oversized.fetch_add(u64::from(batch.oversized), Relaxed);
+                            if quiet_for(&warned_big, 60) {
+                                warned_big = Some(Instant::now());
+                                let (dev, mtu) = &devices[i];
+                                let _ = self.sink.log.try_send(LogMsg::Warn(format!(
+                                    "{dev}: received frames larger than MTU {mtu} that are not TCP segmentation \
+                                     offload frames (jumbo frames? UDP GSO?): dropped and counted. Match the MTU \
+                                     to the link's; with the pnet datapath, `ethtool -K {dev} gro off gso off tso off tx off`"
+                                )));
+                            }
+                        }
+                        if batch.frames.is_empty() {
+                            break;
+                        }
+                        counters[i].frames.fetch_add(batch.len() as u64, Relaxed);
+                        counters[i].bytes.fetch_add(batch.data.len() as u64, Relaxed);
+                        self.frames(i, &batch);
+                        if batch.len() < 64 {
+                            break;
+                        }
+                    }
+                }
+            }
+            match ctl.try_recv() {
+                Ok(Msg::Reload(cfg)) => self.reload(*cfg),
+                Ok(Msg::Frames(iface, b)) => self.frames(iface, &b),
+                Ok(Msg::Stop) => break,
+                Err(_) => {}
+            }
+            let now_i = Instant::now();
+            if now_i >= next_tick {
+                self.tick(now_i, &mut next_publish);
+                next_tick = now_i + TICK;
+            }
+        }
+        let now = self.clock.now();
+        self.publish_metrics(now);
+    }
+
+    fn tick(&mut self, now_i: Instant, next_publish: &mut Instant) {
+        let now = self.clock.now();
+        self.engine.tick(now, &mut self.sink);
+        self.sink.flush();
+        self.published.heartbeat.store(now.0, Relaxed);
+        if self.published.sessions_wanted.swap(false, Relaxed) {
+            self.publish_sessions(now);
+        }
+        if now_i >= *next_publish {
+            self.publish_metrics(now);
+            *next_publish = now_i + PUBLISH;
+        }
     }
 
     pub fn reload(&mut self, cfg: Config) {

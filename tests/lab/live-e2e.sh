@@ -65,7 +65,7 @@ ip -n "$NSG" addr flush dev veth-gw-out
 ip netns exec "$NSG" sysctl -qw net.ipv4.ip_forward=0 net.ipv6.conf.all.forwarding=0
 
 CFG=$W/gateway.yaml
-{ "$LAB" gw-config masq; printf 'admin:\n  listen: "unix:%s"\n' "$ADMIN_SOCK"; } >"$CFG"
+{ "$LAB" gw-config masq; printf 'admin:\n  listen: "unix:%s"\n' "$ADMIN_SOCK"; printf '%s\n' "${FTPGATE_YAML_EXTRA:-}"; } >"$CFG"
 cp "$CFG" "$W/gateway.good.yaml"
 
 admin() { curl -s --max-time 5 --unix-socket "$ADMIN_SOCK" "http://ftpgate$1"; }
@@ -207,7 +207,11 @@ ip -n "$NSG" link set veth-gw-in mtu 9000
 ip netns exec "$NSG" "$BIN" run -c "$CFG" --log-format json >"$W/ftpgate-offload.log" 2>&1 </dev/null &
 GW_PID=$!
 for _ in $(seq 50); do [[ $(admin /healthz 2>/dev/null) == ok ]] && break; sleep 0.1; done
-check "GRO on: start-up warning with the ethtool command" grep -q 'ethtool -K veth-gw-in gro off gso off tso off tx off' "$W/ftpgate-offload.log"
+if [[ ${FTPGATE_YAML_EXTRA:-} == *pnet* ]]; then
+    check "GRO on (pnet datapath): start-up warning with the ethtool command" grep -q 'ethtool -K veth-gw-in gro off gso off tso off tx off' "$W/ftpgate-offload.log"
+else
+    check "GRO on (ring datapath, GSO-aware): no offload warning" bash -c "! grep -q 'offloads on' '$W/ftpgate-offload.log'"
+fi
 check "MTU mismatch: start-up warning" grep -q 'veth-gw-in: device MTU 9000 differs from the configured 1500' "$W/ftpgate-offload.log"
 ip netns exec "$NSC" ping -c 3 -i 0.2 -W 1 -s 4000 "$SERVER" >/dev/null 2>&1
 big=$(admin /metrics | awk '$1 ~ /^ftpgate_frames_oversized_total\{interface="inside".*direction="rx"/ { print $2 }')
@@ -222,6 +226,29 @@ assert lines and all(isinstance(json.loads(l), dict) for l in lines)' "$W/ftpgat
 ip netns exec "$NSG" ethtool -K veth-gw-in gro off >/dev/null 2>&1
 ip -n "$NSC" link set eth0 mtu 1500
 ip -n "$NSG" link set veth-gw-in mtu 1500
+
+# ---------------------------------------------------------------- offloads on
+# The ring datapath takes GRO/GSO super-frames (PACKET_VNET_HDR) and partial
+# checksums, and hands TCP super-frames back to the kernel to cut: with every
+# offload on, on every link (veth defaults), transfers must still be intact.
+if [[ ${FTPGATE_YAML_EXTRA:-} != *pnet* ]]; then
+    OFFL=("$NSC eth0" "$NSG veth-gw-in" "$NSG veth-gw-out" "$FGLAB_NS_S eth0")
+    for d in "${OFFL[@]}"; do set -- $d; ip netns exec "$1" ethtool -K "$2" gro on gso on tso on tx on >/dev/null 2>&1; done
+    ip netns exec "$NSG" "$BIN" run -c "$CFG" --admin off >"$W/ftpgate-gso.log" 2>&1 </dev/null &
+    GW_PID=$!
+    sleep 1
+    want=$(awk '$2 == "100m.bin" { print $1 }' /var/lib/fglab/manifest 2>/dev/null)
+    for mode in pasv port; do
+        rm -f "$W/gso.bin"
+        flag=--ftp-pasv; [[ $mode == port ]] && flag="--ftp-port -"
+        timeout 120 ip netns exec "$NSC" curl -sS $flag --user "$USER_:$PASS_" "ftp://$SERVER/pub/100m.bin" -o "$W/gso.bin" 2>"$W/gso.err"; rc=$?
+        got=$(sha256sum <"$W/gso.bin" 2>/dev/null | cut -d' ' -f1)
+        check "offloads on everywhere: 100 MB RETR ($mode) intact (curl rc $rc)" test $rc -eq 0 -a -n "$want" -a "$got" = "$want"
+    done
+    kill -TERM "$GW_PID"; rc=0; wait "$GW_PID" || rc=$?; GW_PID=""
+    check "offloads on: SIGTERM exits 0" test $rc -eq 0
+    for d in "${OFFL[@]}"; do set -- $d; ip netns exec "$1" ethtool -K "$2" gro off gso off tso off tx off >/dev/null 2>&1; done
+fi
 
 echo "log: $W/ftpgate.log, events: $W/events.jsonl"
 echo "$PASSED passed, $FAILED failed"
