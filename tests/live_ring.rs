@@ -601,6 +601,9 @@ fn ring_errors_name_the_device_problem() {
     assert_eq!(err.kind(), std::io::ErrorKind::NotFound);
     let lab = Lab::new("err", 1);
     lab.veth(0, "a0", 0, "b0");
+    // The qdisc bypass is chosen for veth devices, asked in the right namespace.
+    assert_eq!(in_ns(lab.ns(0), || ftpgate::live::datapath::ring::device_driver("a0")).as_deref(), Some("veth"));
+    assert_eq!(in_ns(lab.ns(0), || ftpgate::live::datapath::ring::device_driver("fgr-none")), None);
     let bad = Fanout { group: 1, program: Vec::new() };
     let err = in_ns(lab.ns(0), || RingDatapath::default().open("a0", MAX_FRAME, Some(&bad))).err().expect("empty program");
     assert!(err.to_string().contains("fanout program"), "{err}");
