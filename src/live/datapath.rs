@@ -236,7 +236,7 @@ impl std::str::FromStr for Backend {
     }
 }
 
-pub fn open_datapath(b: Backend) -> Box<dyn Datapath> {
+pub fn open_datapath(b: Backend) -> Box<dyn Datapath + Send> {
     match b {
         Backend::Ring => Box::new(RingDatapath::default()),
         Backend::Pnet => Box::new(PnetDatapath),

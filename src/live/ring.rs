@@ -10,11 +10,16 @@
 //! headers on (slots sized for 64 KB GSO frames) the ring holds fewer
 //! frames for its memory; see `RingConfig`.
 //!
-//! Why sendmmsg rather than a TPACKET_V2 TX ring: measured on a veth pair in
-//! a namespace (see the project's report in docs/performance-live.md), the
-//! two were within noise of each other for MTU-sized frames, while the ring
-//! costs a fixed mapping per socket and reports errors only per batch. With
+//! Why sendmmsg rather than a TPACKET_V2 TX ring: measured on a veth pair
+//! between two namespaces (100 000 frames of 64 and 1514 bytes, batches of
+//! 64, vnet header on and off, qdisc bypass on and off, median of 5, thread
+//! CPU time), the TX ring cost 5-22% more CPU per frame than sendmmsg in 7 of
+//! the 8 combinations (about 2.2-3.2 us per frame either way: the veth
+//! receive path dominates, not the copy the ring saves). The ring also pins a
+//! fixed mapping per socket and reports errors per kick, not per frame; with
 //! sendmmsg every refused frame is reported by index, as `LinkTx` promises.
+//! In the same runs PACKET_QDISC_BYPASS saved 4-20% per frame; see
+//! `RingConfig::qdisc_bypass` for why it is still off with GSO.
 //!
 //! With vnet headers (the default), every received frame comes with a
 //! virtio_net_hdr: a frame whose L4 checksum the kernel left partial
@@ -75,6 +80,8 @@ impl VnetHdr {
 /// Where the transport header of an Ethernet frame is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct L4 {
+    /// Offset of the IP header.
+    pub l3: usize,
     /// Offset of the transport header.
     pub start: usize,
     /// End of the IP packet (frames may carry padding after it).
@@ -113,7 +120,7 @@ pub fn locate_l4(f: &[u8]) -> Option<L4> {
             }
             let src = Ipv4Addr::new(h[12], h[13], h[14], h[15]);
             let dst = Ipv4Addr::new(h[16], h[17], h[18], h[19]);
-            Some(L4 { start: l3 + ihl, end: l3 + total, proto: h[9], src: src.into(), dst: dst.into() })
+            Some(L4 { l3, start: l3 + ihl, end: l3 + total, proto: h[9], src: src.into(), dst: dst.into() })
         }
         0x86dd => {
             let h = f.get(l3..l3 + 40)?;
@@ -138,7 +145,7 @@ pub fn locate_l4(f: &[u8]) -> Option<L4> {
             }
             let src: [u8; 16] = h[8..24].try_into().ok()?;
             let dst: [u8; 16] = h[24..40].try_into().ok()?;
-            Some(L4 { start: at, end, proto: nh, src: Ipv6Addr::from(src).into(), dst: Ipv6Addr::from(dst).into() })
+            Some(L4 { l3, start: at, end, proto: nh, src: Ipv6Addr::from(src).into(), dst: Ipv6Addr::from(dst).into() })
         }
         _ => None,
     }
@@ -200,8 +207,10 @@ fn invalid(msg: &'static str) -> io::Error {
 }
 
 /// The vnet header for sending `frame` as a TCP GSO frame, or None when its
-/// payload fits one segment (it then goes out as an ordinary frame).
-pub fn gso_tx(frame: &[u8], o: Offload) -> io::Result<Option<GsoTx>> {
+/// payload fits one segment (it then goes out as an ordinary frame). The
+/// segment size is lowered where needed so each segment's IP packet fits
+/// `mtu` (the frame may have arrived on a link with a larger MTU).
+pub fn gso_tx(frame: &[u8], o: Offload, mtu: usize) -> io::Result<Option<GsoTx>> {
     let l = locate_l4(frame).ok_or_else(|| invalid("GSO frame without an unfragmented IP packet"))?;
     let family_ok = match o.gso_type & !GSO_ECN {
         GSO_TCPV4 => l.src.is_ipv4(),
@@ -215,10 +224,12 @@ pub fn gso_tx(frame: &[u8], o: Offload) -> io::Result<Option<GsoTx>> {
     if thl < 20 || l.start + thl > l.end {
         return Err(invalid("GSO frame with a bad TCP header"));
     }
-    if o.gso_size == 0 {
-        return Err(invalid("GSO frame with a zero segment size"));
+    let headers = l.start + thl - l.l3;
+    let gso_size = usize::from(o.gso_size).min(mtu.saturating_sub(headers));
+    if gso_size == 0 {
+        return Err(invalid("GSO frame with a zero segment size, or headers filling the MTU"));
     }
-    if l.end - l.start - thl <= usize::from(o.gso_size) {
+    if l.end - l.start - thl <= gso_size {
         return Ok(None);
     }
     let partial = checksum::fold(checksum::pseudo_header(l.src, l.dst, crate::wire::PROTO_TCP, l.end - l.start));
@@ -226,7 +237,7 @@ pub fn gso_tx(frame: &[u8], o: Offload) -> io::Result<Option<GsoTx>> {
         flags: VNET_F_NEEDS_CSUM,
         gso_type: o.gso_type,
         hdr_len: (l.start + thl) as u16,
-        gso_size: o.gso_size,
+        gso_size: gso_size as u16,
         csum_start: l.start as u16,
         csum_offset: 16,
     };
@@ -245,15 +256,20 @@ pub struct RingConfig {
     /// segments' worth as GSO), 4 MiB without (about 2 600 slots at MTU 1500).
     /// One ring per device per worker: the total is that times both.
     pub rx_ring_bytes: Option<usize>,
-    /// PACKET_QDISC_BYPASS on the sending socket. Off by default: veth is
-    /// queueless anyway, and on a NIC the bypass trades the qdisc's queueing
-    /// (backpressure, fairness) for drops when the device queue is full.
-    pub qdisc_bypass: bool,
+    /// PACKET_QDISC_BYPASS on the sending socket. None (the default): on
+    /// only for veth devices without vnet headers. On veth, which has no
+    /// queue and never pushes back, it saved 4-20% CPU per frame. But the
+    /// bypass path refuses any frame the kernel would have to segment in
+    /// software (a GSO frame leaving a device without TSO fails with
+    /// ENOBUFS; seen in tests/live_ring.rs), and on a NIC it trades the
+    /// qdisc's queueing (absorbing bursts, fairness) for drops whenever the
+    /// device queue is full.
+    pub qdisc_bypass: Option<bool>,
 }
 
 impl Default for RingConfig {
     fn default() -> Self {
-        RingConfig { vnet_hdr: true, rx_ring_bytes: None, qdisc_bypass: false }
+        RingConfig { vnet_hdr: true, rx_ring_bytes: None, qdisc_bypass: None }
     }
 }
 
@@ -273,7 +289,11 @@ impl Datapath for RingDatapath {
         }
         let rx = RingRx::open(ifindex as i32, max_frame, &self.config, fanout)?;
         let mac = hw_addr(rx.sock.as_raw_fd(), device)?;
-        let tx = RingTx::open(ifindex as i32, max_frame, &self.config)?;
+        let bypass = self
+            .config
+            .qdisc_bypass
+            .unwrap_or_else(|| !self.config.vnet_hdr && device_driver(device).as_deref() == Some("veth"));
+        let tx = RingTx::open(ifindex as i32, max_frame, self.config.vnet_hdr, bypass)?;
         Ok(Link { rx: Box::new(rx), tx: Box::new(tx), mac })
     }
 }
@@ -348,6 +368,44 @@ fn hw_addr(fd: RawFd, device: &str) -> io::Result<crate::wire::Mac> {
         *m = *b as u8;
     }
     Ok(mac)
+}
+
+/// The driver of `device` ("veth", "virtio_net"...) by ETHTOOL_GDRVINFO,
+/// asked through a socket so it answers for the calling thread's network
+/// namespace (sysfs would show the namespace that mounted it).
+pub fn device_driver(device: &str) -> Option<String> {
+    // SAFETY: plain socket(2), owned at once.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return None;
+    }
+    // SAFETY: a fresh fd that nothing else owns.
+    let sock = unsafe { OwnedFd::from_raw_fd(fd) };
+    /// struct ethtool_drvinfo.
+    #[repr(C)]
+    struct DrvInfo {
+        cmd: u32,
+        driver: [u8; 32],
+        rest: [u8; 32 * 4 + 12 + 20],
+    }
+    const ETHTOOL_GDRVINFO: u32 = 3;
+    const SIOCETHTOOL: libc::c_ulong = 0x8946;
+    let mut info = DrvInfo { cmd: ETHTOOL_GDRVINFO, driver: [0; 32], rest: [0; 160] };
+    // SAFETY: zeroed ifreq is valid; name and data pointer set below.
+    let mut ifr: libc::ifreq = unsafe { std::mem::zeroed() };
+    if device.len() >= ifr.ifr_name.len() {
+        return None;
+    }
+    for (d, s) in ifr.ifr_name.iter_mut().zip(device.bytes()) {
+        *d = s as libc::c_char;
+    }
+    ifr.ifr_ifru.ifru_data = &mut info as *mut DrvInfo as *mut libc::c_char;
+    // SAFETY: SIOCETHTOOL fills the DrvInfo the ifreq points at, which outlives the call.
+    if unsafe { libc::ioctl(sock.as_raw_fd(), SIOCETHTOOL, &mut ifr) } != 0 {
+        return None;
+    }
+    let n = info.driver.iter().position(|&b| b == 0).unwrap_or(32);
+    Some(String::from_utf8_lossy(&info.driver[..n]).into_owned())
 }
 
 /// Room before a received frame's data in its slot: the TPACKET_V2 header
@@ -477,63 +535,70 @@ impl RingRx {
         let bytes = unsafe { std::slice::from_raw_parts(slot as *const u8, self.ring.frame_size) };
         // SAFETY: a tpacket2_hdr (32 bytes, no invalid bit patterns) starts each 16-aligned slot.
         let h = unsafe { std::ptr::read(slot as *const libc::tpacket2_hdr) };
-        self.frame(&h, bytes, batch);
+        rx_frame(self.vnet, self.max_frame, &h, bytes, batch);
         self.ring.status(self.head).store(libc::TP_STATUS_KERNEL, Ordering::Release);
         self.head = (self.head + 1) % self.ring.frames;
     }
 
-    fn frame(&self, h: &libc::tpacket2_hdr, slot: &[u8], batch: &mut Batch) {
-        let mac = usize::from(h.tp_mac);
-        let snap = h.tp_snaplen as usize;
-        if h.tp_snaplen < h.tp_len || mac + snap > slot.len() || (self.vnet && mac < VNET_HDR_LEN) {
-            batch.oversized += 1; // truncated: larger than the slot
+}
+
+/// Turn one ring slot (header `h`, the slot's bytes) into a frame of `batch`,
+/// or count it in `batch.oversized`.
+fn rx_frame(vnet_on: bool, max_frame: usize, h: &libc::tpacket2_hdr, slot: &[u8], batch: &mut Batch) {
+    let mac = usize::from(h.tp_mac);
+    let snap = h.tp_snaplen as usize;
+    if h.tp_snaplen < h.tp_len || mac + snap > slot.len() || (vnet_on && mac < VNET_HDR_LEN) {
+        batch.oversized += 1; // truncated: larger than the slot
+        return;
+    }
+    let data = &slot[mac..mac + snap];
+    let vnet = if vnet_on { VnetHdr::decode(&slot[mac - VNET_HDR_LEN..mac]).unwrap_or_default() } else { VnetHdr::default() };
+    // The kernel strips a VLAN tag into the header (hardware or software
+    // untagging); put it back so the engine sees the frame as on the wire.
+    let tag = (h.tp_status & libc::TP_STATUS_VLAN_VALID != 0 && data.len() >= 12).then(|| {
+        let tpid = if h.tp_status & libc::TP_STATUS_VLAN_TPID_VALID != 0 { h.tp_vlan_tpid } else { 0x8100 };
+        let mut t = [0u8; 4];
+        t[..2].copy_from_slice(&tpid.to_be_bytes());
+        t[2..].copy_from_slice(&h.tp_vlan_tci.to_be_bytes());
+        t
+    });
+    let extra = if tag.is_some() { 4 } else { 0 };
+    let offload = match vnet.gso_type & !GSO_ECN {
+        GSO_NONE if data.len() + extra <= max_frame => Offload::default(),
+        GSO_TCPV4 | GSO_TCPV6 if vnet.gso_size > 0 => Offload { gso_type: vnet.gso_type, gso_size: vnet.gso_size },
+        // Too large, or UDP fragmentation / UDP_L4 segmentation offload,
+        // which the engine has no way to pass through.
+        _ => {
+            batch.oversized += 1;
             return;
         }
-        let data = &slot[mac..mac + snap];
-        let vnet = if self.vnet { VnetHdr::decode(&slot[mac - VNET_HDR_LEN..mac]).unwrap_or_default() } else { VnetHdr::default() };
-        // The kernel strips a VLAN tag into the header (hardware or software
-        // untagging); put it back so the engine sees the frame as on the wire.
-        let tag = (h.tp_status & libc::TP_STATUS_VLAN_VALID != 0 && data.len() >= 12).then(|| {
-            let tpid = if h.tp_status & libc::TP_STATUS_VLAN_TPID_VALID != 0 { h.tp_vlan_tpid } else { 0x8100 };
-            let mut t = [0u8; 4];
-            t[..2].copy_from_slice(&tpid.to_be_bytes());
-            t[2..].copy_from_slice(&h.tp_vlan_tci.to_be_bytes());
-            t
-        });
-        let extra = if tag.is_some() { 4 } else { 0 };
-        let offload = match vnet.gso_type & !GSO_ECN {
-            GSO_NONE if data.len() + extra <= self.max_frame => Offload::default(),
-            GSO_TCPV4 | GSO_TCPV6 => Offload { gso_type: vnet.gso_type, gso_size: vnet.gso_size },
-            // Too large, or UDP fragmentation / UDP_L4 segmentation offload,
-            // which the engine has no way to pass through.
-            _ => {
-                batch.oversized += 1;
-                return;
-            }
-        };
-        let start = batch.data.len();
-        match tag {
-            Some(t) => {
-                batch.data.extend_from_slice(&data[..12]);
-                batch.data.extend_from_slice(&t);
-                batch.data.extend_from_slice(&data[12..]);
-            }
-            None => batch.data.extend_from_slice(data),
+    };
+    let start = batch.data.len();
+    match tag {
+        Some(t) => {
+            batch.data.extend_from_slice(&data[..12]);
+            batch.data.extend_from_slice(&t);
+            batch.data.extend_from_slice(&data[12..]);
         }
-        let frame = &mut batch.data[start..];
-        let whole = if vnet.flags & VNET_F_NEEDS_CSUM != 0 {
-            complete_partial(frame, usize::from(vnet.csum_start) + extra, usize::from(vnet.csum_offset))
-        } else if !self.vnet && h.tp_status & libc::TP_STATUS_CSUMNOTREADY != 0 {
-            complete_from_headers(frame)
-        } else {
-            true
-        };
-        if whole {
-            batch.commit(start, offload);
-        } else {
-            batch.data.truncate(start);
-            batch.oversized += 1;
-        }
+        None => batch.data.extend_from_slice(data),
+    }
+    let frame = &mut batch.data[start..];
+    let whole = if vnet.flags & VNET_F_NEEDS_CSUM != 0 {
+        complete_partial(frame, usize::from(vnet.csum_start) + extra, usize::from(vnet.csum_offset))
+    } else if (!vnet_on && h.tp_status & libc::TP_STATUS_CSUMNOTREADY != 0) || offload.is_gso() {
+        // Without a vnet header the kernel says only that the checksum
+        // is unfinished. A GSO frame without NEEDS_CSUM (hardware LRO
+        // reports its merged frames as already checked) may carry the
+        // first segment's checksum: recompute rather than trust it.
+        complete_from_headers(frame)
+    } else {
+        true
+    };
+    if whole {
+        batch.commit(start, offload);
+    } else {
+        batch.data.truncate(start);
+        batch.oversized += 1;
     }
 }
 
@@ -593,6 +658,8 @@ pub struct RingTx {
     sock: OwnedFd,
     vnet: bool,
     max_frame: usize,
+    /// Whether PACKET_QDISC_BYPASS is on.
+    pub bypass: bool,
 }
 
 /// One frame ready for sendmmsg: its vnet header and, for GSO, the
@@ -604,14 +671,14 @@ struct Prepared {
 }
 
 impl RingTx {
-    fn open(ifindex: i32, max_frame: usize, cfg: &RingConfig) -> io::Result<RingTx> {
+    fn open(ifindex: i32, max_frame: usize, vnet: bool, bypass: bool) -> io::Result<RingTx> {
         let sock = packet_socket()?;
         let fd = sock.as_raw_fd();
-        if cfg.vnet_hdr {
+        if vnet {
             setsockopt(fd, libc::SOL_PACKET, libc::PACKET_VNET_HDR, &1 as &libc::c_int)
                 .map_err(|e| setup_error("PACKET_VNET_HDR", e))?;
         }
-        if cfg.qdisc_bypass {
+        if bypass {
             setsockopt(fd, libc::SOL_PACKET, libc::PACKET_QDISC_BYPASS, &1 as &libc::c_int)
                 .map_err(|e| setup_error("PACKET_QDISC_BYPASS", e))?;
         }
@@ -620,11 +687,13 @@ impl RingTx {
         let _ = setsockopt(fd, libc::SOL_SOCKET, libc::SO_SNDBUFFORCE, &sndbuf)
             .or_else(|_| setsockopt(fd, libc::SOL_SOCKET, libc::SO_SNDBUF, &sndbuf));
         bind(fd, ifindex, 0)?;
-        Ok(RingTx { sock, vnet: cfg.vnet_hdr, max_frame })
+        Ok(RingTx { sock, vnet, max_frame, bypass })
     }
 
     fn prepare(&self, frame: &[u8], o: Offload) -> io::Result<Prepared> {
-        let gso = if o.is_gso() && self.vnet { gso_tx(frame, o)? } else { None };
+        // max_frame is the MTU plus Ethernet header and one tag.
+        let mtu = self.max_frame.saturating_sub(18);
+        let gso = if o.is_gso() && self.vnet { gso_tx(frame, o, mtu)? } else { None };
         match gso {
             Some(g) => Ok(Prepared { vnet: g.hdr.encode(), patch: Some((g.csum_at, g.partial.to_be_bytes(), g.len)) }),
             None if frame.len() > self.max_frame => Err(io::Error::from_raw_os_error(libc::EMSGSIZE)),
@@ -786,6 +855,85 @@ mod tests {
         f
     }
 
+    /// A ring slot as the kernel fills it: header, vnet header, frame at 76.
+    fn slot(frame: &[u8], vnet: Option<VnetHdr>, status: u32, len: u32) -> (libc::tpacket2_hdr, Vec<u8>) {
+        // SAFETY: tpacket2_hdr is plain integers.
+        let mut h: libc::tpacket2_hdr = unsafe { std::mem::zeroed() };
+        h.tp_status = libc::TP_STATUS_USER | status;
+        h.tp_len = len;
+        h.tp_snaplen = frame.len() as u32;
+        h.tp_mac = 76;
+        let mut b = vec![0u8; 76 + frame.len()];
+        if let Some(v) = vnet {
+            b[66..76].copy_from_slice(&v.encode());
+        }
+        b[76..].copy_from_slice(frame);
+        (h, b)
+    }
+
+    fn partial(f: &[u8]) -> Vec<u8> {
+        let l = locate_l4(f).unwrap();
+        let mut p = f.to_vec();
+        let ph = checksum::fold(checksum::pseudo_header(l.src, l.dst, 6, l.end - l.start));
+        p[l.start + 16..l.start + 18].copy_from_slice(&ph.to_be_bytes());
+        p
+    }
+
+    #[test]
+    fn received_slots_become_whole_frames() {
+        let mut b = Batch::with_capacity(1 << 16);
+        let small = tcp4(b"hello");
+        let needs = VnetHdr { flags: VNET_F_NEEDS_CSUM, csum_start: 34, csum_offset: 16, ..Default::default() };
+        // Partial checksum completed.
+        let (h, sl) = slot(&partial(&small), Some(needs), libc::TP_STATUS_CSUMNOTREADY, small.len() as u32);
+        rx_frame(true, 1518, &h, &sl, &mut b);
+        // The same without vnet headers: completed from the IP header.
+        rx_frame(false, 1518, &h, &sl, &mut b);
+        // A stripped VLAN tag goes back, and csum_start moves with it.
+        let (mut h, sl) = slot(&partial(&small), Some(needs), libc::TP_STATUS_VLAN_VALID, small.len() as u32);
+        h.tp_vlan_tci = 7;
+        rx_frame(true, 1518, &h, &sl, &mut b);
+        let mut tagged = small.clone();
+        crate::wire::build::insert_vlan(&mut tagged, 7);
+        // A GSO frame whose checksum is stale (LRO): recomputed, marked.
+        let big = tcp4(&[3u8; 4000]);
+        let mut stale = big.clone();
+        stale[50] ^= 0xff;
+        let gso = VnetHdr { flags: VNET_F_DATA_VALID, gso_type: GSO_TCPV4, gso_size: 1448, ..Default::default() };
+        let (h, sl) = slot(&stale, Some(gso), 0, stale.len() as u32);
+        rx_frame(true, 1518, &h, &sl, &mut b);
+        let v: Vec<(&[u8], Offload)> = b.iter_offloads().collect();
+        assert_eq!(v.len(), 4);
+        assert_eq!(v[0], (&small[..], Offload::default()));
+        assert_eq!(v[1], (&small[..], Offload::default()));
+        assert_eq!(v[2], (&tagged[..], Offload::default()));
+        assert_eq!(v[3], (&big[..], Offload { gso_type: GSO_TCPV4, gso_size: 1448 }));
+        assert_eq!(b.oversized, 0);
+    }
+
+    #[test]
+    fn unusable_slots_are_counted() {
+        let mut b = Batch::with_capacity(1 << 16);
+        let f = tcp4(&[1u8; 1600]);
+        // Too large and not GSO.
+        let (h, sl) = slot(&f, Some(VnetHdr::default()), 0, f.len() as u32);
+        rx_frame(true, 1518, &h, &sl, &mut b);
+        // Truncated by the slot.
+        let (h, sl) = slot(&f[..1000], None, 0, f.len() as u32);
+        rx_frame(false, 1518, &h, &sl, &mut b);
+        // UDP segmentation offload.
+        let udp = VnetHdr { gso_type: super::super::GSO_UDP_L4, gso_size: 1000, ..Default::default() };
+        let (h, sl) = slot(&f, Some(udp), 0, f.len() as u32);
+        rx_frame(true, 1518, &h, &sl, &mut b);
+        // A partial checksum that is not an Internet checksum.
+        let sctp = VnetHdr { flags: VNET_F_NEEDS_CSUM, csum_start: 34, csum_offset: 8, ..Default::default() };
+        let small = tcp4(b"x");
+        let (h, sl) = slot(&small, Some(sctp), 0, small.len() as u32);
+        rx_frame(true, 1518, &h, &sl, &mut b);
+        assert_eq!((b.len(), b.oversized), (0, 4));
+        assert!(b.data.is_empty(), "nothing left behind by a refused frame");
+    }
+
     #[test]
     fn vnet_header_round_trips_in_host_order() {
         let h = VnetHdr { flags: 1, gso_type: GSO_TCPV4 | GSO_ECN, hdr_len: 66, gso_size: 1448, csum_start: 34, csum_offset: 16 };
@@ -863,7 +1011,7 @@ mod tests {
     #[test]
     fn gso_tx_header_and_partial_sum() {
         let f = tcp4(&[7u8; 3000]);
-        let g = gso_tx(&f, Offload { gso_type: GSO_TCPV4, gso_size: 1448 }).unwrap().unwrap();
+        let g = gso_tx(&f, Offload { gso_type: GSO_TCPV4, gso_size: 1448 }, 1500).unwrap().unwrap();
         assert_eq!(g.hdr, VnetHdr { flags: 1, gso_type: 1, hdr_len: 54, gso_size: 1448, csum_start: 34, csum_offset: 16 });
         assert_eq!(g.csum_at, 50);
         assert_eq!(g.len, f.len());
@@ -875,29 +1023,35 @@ mod tests {
         // Padding after the IP packet is not sent.
         let mut padded = f.clone();
         padded.extend_from_slice(&[0; 6]);
-        assert_eq!(gso_tx(&padded, Offload { gso_type: GSO_TCPV4, gso_size: 1448 }).unwrap().unwrap().len, f.len());
+        assert_eq!(gso_tx(&padded, Offload { gso_type: GSO_TCPV4, gso_size: 1448 }, 1500).unwrap().unwrap().len, f.len());
         // IPv6 with ECN.
         let f6 = tcp6(&[1u8; 5000]);
-        let g6 = gso_tx(&f6, Offload { gso_type: GSO_TCPV6 | GSO_ECN, gso_size: 1000 }).unwrap().unwrap();
+        let g6 = gso_tx(&f6, Offload { gso_type: GSO_TCPV6 | GSO_ECN, gso_size: 1000 }, 1500).unwrap().unwrap();
         assert_eq!((g6.hdr.gso_type, g6.hdr.csum_start, g6.hdr.hdr_len), (0x84, 54, 74));
+        // Leaving by a smaller MTU: segments shrink to fit it (IP 20 + TCP 20 headers).
+        let g = gso_tx(&f, Offload { gso_type: GSO_TCPV4, gso_size: 8960 }, 1500).unwrap().unwrap();
+        assert_eq!(g.hdr.gso_size, 1460);
+        let g = gso_tx(&f6, Offload { gso_type: GSO_TCPV6, gso_size: 1440 }, 1280).unwrap().unwrap();
+        assert_eq!(g.hdr.gso_size, 1220);
+        assert!(gso_tx(&f, Offload { gso_type: GSO_TCPV4, gso_size: 1448 }, 40).is_err(), "no room for payload");
     }
 
     #[test]
     fn gso_tx_refusals_and_small_frames() {
         let f = tcp4(&[7u8; 1000]);
-        assert_eq!(gso_tx(&f, Offload { gso_type: GSO_TCPV4, gso_size: 1448 }).unwrap(), None, "fits one segment");
-        assert!(gso_tx(&f, Offload { gso_type: GSO_TCPV6, gso_size: 100 }).is_err(), "family mismatch");
-        assert!(gso_tx(&f, Offload { gso_type: super::super::GSO_UDP_L4, gso_size: 100 }).is_err());
-        assert!(gso_tx(&f, Offload { gso_type: GSO_TCPV4, gso_size: 0 }).is_err());
+        assert_eq!(gso_tx(&f, Offload { gso_type: GSO_TCPV4, gso_size: 1448 }, 1500).unwrap(), None, "fits one segment");
+        assert!(gso_tx(&f, Offload { gso_type: GSO_TCPV6, gso_size: 100 }, 1500).is_err(), "family mismatch");
+        assert!(gso_tx(&f, Offload { gso_type: super::super::GSO_UDP_L4, gso_size: 100 }, 1500).is_err());
+        assert!(gso_tx(&f, Offload { gso_type: GSO_TCPV4, gso_size: 0 }, 1500).is_err());
         let mut bad = f.clone();
         bad[46] = 2 << 4; // data offset below 5 words
-        assert!(gso_tx(&bad, Offload { gso_type: GSO_TCPV4, gso_size: 100 }).is_err());
+        assert!(gso_tx(&bad, Offload { gso_type: GSO_TCPV4, gso_size: 100 }, 1500).is_err());
     }
 
     #[test]
     fn prepare_refuses_oversized_ordinary_frames() {
         let (a, _b) = std::os::unix::net::UnixDatagram::pair().unwrap();
-        let tx = RingTx { sock: OwnedFd::from(a), vnet: true, max_frame: 1518 };
+        let tx = RingTx { sock: OwnedFd::from(a), vnet: true, max_frame: 1518, bypass: false };
         assert!(tx.prepare(&[0; 1518], Offload::default()).is_ok());
         let e = tx.prepare(&[0; 1519], Offload::default()).err().unwrap();
         assert_eq!(e.raw_os_error(), Some(libc::EMSGSIZE));
