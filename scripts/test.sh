@@ -3,8 +3,8 @@
 #   1. Rust unit, property, replay and CLI tests (cargo test)
 #   2. as root: the FTP lab (real servers and clients in network namespaces,
 #      the kernel's FTP helper as the oracle), the differential replay test,
-#      the live gateway end to end, the same matrix with ftpgate as the gateway
-#      (~3 min), and the soak (SOAK_SECONDS: 600 when CI=true, else 120).
+#      the live gateway end to end (ring datapath with 1 and 2 workers, and
+#      pnet), the same matrix with ftpgate as the gateway (~3 min), and the soak (SOAK_SECONDS: 600 when CI=true, else 120).
 #      The lab installs what it needs with apt-get.
 # In CI (CI=true) a short run of every fuzz target follows stage 1
 # (FTPGATE_SKIP_FUZZ=1 skips it; FTPGATE_FUZZ=1 asks for it outside CI).
@@ -50,6 +50,13 @@ for t in tests/lab/run-matrix.sh tests/lab/differential.sh tests/lab/live-e2e.sh
         "$t"
     fi
 done
+
+# The live gateway again, with two workers (kernel fanout + the dispatch
+# program), and on the pnet datapath (offloads off, as it needs).
+stage "tests/lab/live-e2e.sh with datapath: {workers: 2}"
+FTPGATE_YAML_EXTRA="datapath: {workers: 2}" tests/lab/live-e2e.sh
+stage "tests/lab/live-e2e.sh with datapath: {backend: pnet}"
+FTPGATE_YAML_EXTRA="datapath: {backend: pnet}" tests/lab/live-e2e.sh
 
 if [ "${FTPGATE_SKIP_SOAK:-0}" != 1 ] && [ -x tests/lab/soak.sh ]; then
     if [ "${CI:-}" = true ]; then soak=${SOAK_SECONDS:-600}; else soak=${SOAK_SECONDS:-120}; fi

@@ -136,7 +136,10 @@ pub struct Engine {
     pinholes: Pinholes,
     alg_events: Vec<EventKind>,
     shard: Shard,
+    seed: u64,
 }
+
+const TABLE_SEED: u64 = 0x5eed_f7a9_a7e0_0001;
 
 /// Which of how many workers an engine is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -190,7 +193,8 @@ impl Engine {
         Engine {
             routes: Routes::new(&config),
             // Sized for the configured limit, so the index never rehashes under load.
-            table: Table::new(seed ^ 0x5eed_f7a9_a7e0_0001, capacity),
+            table: Table::new(seed ^ TABLE_SEED, capacity),
+            seed,
             ports: PortAllocator::with_stride(seed, count),
             shard: Shard { index: shard.index, count },
             macs,
@@ -211,6 +215,17 @@ impl Engine {
 
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// Size the (still empty) connection table for `n` connections instead
+    /// of the configured limit; it grows when it must. For replay: a capture
+    /// rarely holds many connections at once, and a small index stays in
+    /// cache where one sized for a million would miss on every lookup.
+    /// Live, the presized table is kept so the index never rehashes under load.
+    pub fn presize_table(&mut self, n: usize) {
+        if self.table.is_empty() {
+            self.table = Table::new(self.seed ^ TABLE_SEED, n);
+        }
     }
 
     pub fn stats(&self) -> &Stats {

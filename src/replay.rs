@@ -197,7 +197,11 @@ pub fn run(opts: &Options) -> Result<Summary, ReplayError> {
     run_with(reader, engines(config, opts.seed, opts.workers.unwrap_or(workers)), &label, opts)
 }
 
-/// The engines of a gateway with `workers` workers, as `run` builds them.
+/// Connections a replay's table is first sized for; it grows past this.
+const REPLAY_TABLE: usize = 4096;
+
+/// The engines of a gateway with `workers` workers, as `run` builds them
+/// (but with tables that start small, see `Engine::presize_table`).
 pub fn engines(config: Config, seed: u64, workers: u16) -> Vec<Engine> {
     let n = workers.max(1);
     let shared = crate::engine::Shared::default();
@@ -205,7 +209,9 @@ pub fn engines(config: Config, seed: u64, workers: u16) -> Vec<Engine> {
         .map(|k| {
             // Each worker its own seed: their port choices are independent.
             let s = seed.wrapping_add(u64::from(k).wrapping_mul(0x9e37_79b9_7f4a_7c15));
-            Engine::new_worker(config.clone(), s, crate::engine::Shard { index: k, count: n }, &shared)
+            let mut e = Engine::new_worker(config.clone(), s, crate::engine::Shard { index: k, count: n }, &shared);
+            e.presize_table(REPLAY_TABLE);
+            e
         })
         .collect()
 }
