@@ -31,6 +31,10 @@ pub trait Sink {
     fn transmit(&mut self, iface: IfIndex, frame: &[u8]);
     /// An event for the log.
     fn event(&mut self, ev: Event);
+    /// `process_batch` is about to process the `i`-th frame of its burst:
+    /// a sink that writes output in input order files what `transmit` gives
+    /// it under that frame (replay does; live sends as it comes).
+    fn frame_start(&mut self, _i: usize) {}
 }
 
 /// What became of one input frame. Every input frame gets exactly one.
@@ -54,11 +58,14 @@ pub struct BatchFrame<'a> {
     pub frame: &'a mut Vec<u8>,
     /// Set by `process_batch`.
     pub verdict: Verdict,
+    /// When the frame arrived, if not the burst's time (replay: each frame
+    /// keeps its capture time).
+    pub at: Option<Nanos>,
 }
 
 impl<'a> BatchFrame<'a> {
     pub fn new(ingress: IfIndex, packet: u64, frame: &'a mut Vec<u8>) -> BatchFrame<'a> {
-        BatchFrame { ingress, packet, frame, verdict: Verdict::Consumed }
+        BatchFrame { ingress, packet, frame, verdict: Verdict::Consumed, at: None }
     }
 }
 
@@ -334,6 +341,7 @@ impl Engine {
         let mut metas = [Meta::EMPTY; BATCH];
         let mut parsed = [Parsed::Other { ethertype: 0 }; BATCH];
         let mut hashes: [Option<u64>; BATCH] = [None; BATCH];
+        let mut pos = 0;
         for group in batch.chunks_mut(BATCH) {
             for (i, bf) in group.iter().enumerate() {
                 parsed[i] = parse_into(bf.frame, &mut metas[i]);
@@ -349,8 +357,11 @@ impl Engine {
                 self.table.prefetch_conn(*h);
             }
             for (i, bf) in group.iter_mut().enumerate() {
-                bf.verdict = self.process_parsed(now, bf.packet, bf.ingress, bf.frame, &mut metas[i], parsed[i], hashes[i], sink);
+                sink.frame_start(pos + i);
+                let at = bf.at.unwrap_or(now);
+                bf.verdict = self.process_parsed(at, bf.packet, bf.ingress, bf.frame, &mut metas[i], parsed[i], hashes[i], sink);
             }
+            pos += group.len();
         }
     }
 

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use crate::capture::{strip_os_error, CaptureError, CaptureReader, PcapNgOut};
 use crate::config::{self, Config, ConfigError, IfIndex};
-use crate::engine::{Engine, Sink, Verdict};
+use crate::engine::{BatchFrame, Engine, Sink, Verdict, BATCH};
 use crate::event::{DropReason, Endpoint, Event, EventKind};
 use crate::time::Nanos;
 
@@ -263,6 +263,9 @@ pub fn run_with<R: Read>(
         generated: vec![0; n_ifaces],
         event_counts: [0; EventKind::NAMES.len()],
         error: None,
+        hold: false,
+        current: 0,
+        held: Vec::new(),
     };
 
     // Capture interface → gateway interface, decided once per capture interface.
@@ -272,14 +275,26 @@ pub fn run_with<R: Read>(
     let mut progress = Progress::new(!opts.quiet && io::stderr().is_terminal());
     let mut frame = Vec::with_capacity(64 * 1024);
 
+    // One worker: frames go to the engine in bursts (`process_batch`, which
+    // overlaps the table's cache misses); with several, one at a time to
+    // the worker the dispatch rule names.
+    let bursts = engines.len() == 1;
+    let mut slots: Vec<Slot> =
+        (0..BATCH).map(|_| Slot { frame: Vec::with_capacity(64 * 1024), packet: 0, now: Nanos::ZERO, ingress: 0 }).collect();
+    let mut n = 0;
+
     while let Some(meta) = reader.next_frame(&mut frame)? {
         let (now, tick) = clock.advance(meta.ts);
-        sink.now = now;
         if tick {
+            // What arrived before the tick is processed before it.
+            burst(&mut engines[0], &mut slots, n, &mut sink, &mut summary, &mut drops);
+            n = 0;
+            sink.now = now;
             for engine in engines.iter_mut() {
                 engine.tick(now, &mut sink);
             }
         }
+        sink.now = now;
         summary.frames_in += 1;
 
         while iface_map.len() < reader.interfaces().len() {
@@ -287,61 +302,75 @@ pub fn run_with<R: Read>(
             iface_map.push(ci.name.as_deref().and_then(|n| match_interface(engines[0].config(), n)));
         }
         let named = meta.iface.and_then(|i| iface_map[i]);
+        let ingress = if meta.unsupported.is_some() {
+            None
+        } else {
+            named.or_else(|| engines[0].ingress_for(&frame).filter(|&i| i < n_ifaces))
+        };
 
-        if let Some(why) = meta.unsupported {
-            match named {
-                Some(i) => summary.interfaces[i].frames_in += 1,
-                None => summary.no_interface += 1,
+        if let (Some(ingress), true) = (ingress, bursts) {
+            summary.interfaces[ingress].frames_in += 1;
+            let slot = &mut slots[n];
+            std::mem::swap(&mut frame, &mut slot.frame);
+            (slot.packet, slot.now, slot.ingress) = (meta.index, now, ingress);
+            n += 1;
+            if n == BATCH {
+                burst(&mut engines[0], &mut slots, n, &mut sink, &mut summary, &mut drops);
+                n = 0;
             }
-            summary.dropped += 1;
-            drops[drop_index(DropReason::Unsupported)] += 1;
-            sink.event(Event::new(
-                now,
-                Some(meta.index),
-                EventKind::Drop { reason: DropReason::Unsupported, rule: None, session: None, src: None, dst: None, detail: why.clone() },
-            ));
-            count_reason(&mut summary.unsupported, why);
-        } else if let Some(ingress) = named.or_else(|| engines[0].ingress_for(&frame).filter(|&i| i < n_ifaces)) {
+        } else if let Some(ingress) = ingress {
             summary.interfaces[ingress].frames_in += 1;
             let w = dispatch.worker(ingress, &frame) as usize;
-            match engines[w].process(now, meta.index, ingress, &mut frame, &mut sink) {
-                Verdict::Forward(egress) => {
-                    summary.frames_out += 1;
-                    if let Some(c) = summary.interfaces.get_mut(egress) {
-                        c.forwarded += 1;
-                    }
-                    sink.write(egress, &frame);
-                }
-                Verdict::Drop(reason) => {
-                    summary.dropped += 1;
-                    drops[drop_index(reason)] += 1;
-                }
-                Verdict::Consumed => summary.consumed += 1,
-            }
+            let v = engines[w].process(now, meta.index, ingress, &mut frame, &mut sink);
+            account(v, &frame, &mut sink, &mut summary, &mut drops);
         } else {
-            summary.no_interface += 1;
-            summary.dropped += 1;
-            drops[drop_index(DropReason::NoRoute)] += 1;
-            let (src, dst) = endpoints(&frame);
-            sink.event(Event::new(
-                now,
-                Some(meta.index),
-                EventKind::Drop {
-                    reason: DropReason::NoRoute,
-                    rule: None,
-                    session: None,
-                    src,
-                    dst,
-                    detail: "no interface: the capture does not name one and no interface's networks or routes hold its source"
-                        .to_string(),
-                },
-            ));
+            // Events keep input order: what waits in the burst goes first.
+            burst(&mut engines[0], &mut slots, n, &mut sink, &mut summary, &mut drops);
+            n = 0;
+            sink.now = now;
+            if let Some(why) = meta.unsupported {
+                match named {
+                    Some(i) => summary.interfaces[i].frames_in += 1,
+                    None => summary.no_interface += 1,
+                }
+                summary.dropped += 1;
+                drops[drop_index(DropReason::Unsupported)] += 1;
+                sink.event(Event::new(
+                    now,
+                    Some(meta.index),
+                    EventKind::Drop { reason: DropReason::Unsupported, rule: None, session: None, src: None, dst: None, detail: why.clone() },
+                ));
+                count_reason(&mut summary.unsupported, why);
+            } else {
+                summary.no_interface += 1;
+                summary.dropped += 1;
+                drops[drop_index(DropReason::NoRoute)] += 1;
+                let (src, dst) = endpoints(&frame);
+                sink.event(Event::new(
+                    now,
+                    Some(meta.index),
+                    EventKind::Drop {
+                        reason: DropReason::NoRoute,
+                        rule: None,
+                        session: None,
+                        src,
+                        dst,
+                        detail: "no interface: the capture does not name one and no interface's networks or routes hold its source"
+                            .to_string(),
+                    },
+                ));
+            }
         }
         if let Some(e) = sink.error.take() {
             progress.clear();
             return Err(e);
         }
         progress.update(&reader);
+    }
+    burst(&mut engines[0], &mut slots, n, &mut sink, &mut summary, &mut drops);
+    if let Some(e) = sink.error.take() {
+        progress.clear();
+        return Err(e);
     }
     progress.clear();
 
@@ -368,6 +397,64 @@ pub fn run_with<R: Read>(
 fn match_interface(config: &Config, name: &str) -> Option<IfIndex> {
     let ifs = &config.interfaces;
     ifs.iter().position(|i| i.device.as_deref() == Some(name)).or_else(|| ifs.iter().position(|i| i.name == name))
+}
+
+/// A frame waiting for its burst.
+struct Slot {
+    frame: Vec<u8>,
+    packet: u64,
+    now: Nanos,
+    ingress: IfIndex,
+}
+
+/// Process the waiting frames together and write the results in input order.
+/// `slots` holds BATCH places (so the burst array needs no allocation); the first `n` wait.
+fn burst(engine: &mut Engine, slots: &mut [Slot], n: usize, sink: &mut ReplaySink, summary: &mut Summary, drops: &mut [u64]) {
+    if n == 0 {
+        return;
+    }
+    let mut nows = [Nanos::ZERO; BATCH];
+    for (t, s) in nows.iter_mut().zip(slots.iter()) {
+        *t = s.now;
+    }
+    let mut it = slots.iter_mut();
+    let mut bfs: [BatchFrame<'_>; BATCH] = std::array::from_fn(|_| {
+        let s = it.next().expect("BATCH slots");
+        let mut bf = BatchFrame::new(s.ingress, s.packet, &mut s.frame);
+        bf.at = Some(s.now);
+        bf
+    });
+    sink.hold = true;
+    sink.held.clear();
+    engine.process_batch(nows[n - 1], &mut bfs[..n], sink);
+    sink.hold = false;
+    let held = std::mem::take(&mut sink.held);
+    let mut h = held.iter().peekable();
+    for (i, bf) in bfs[..n].iter().enumerate() {
+        sink.now = nows[i];
+        while let Some((_, iface, f)) = h.next_if(|(j, _, _)| *j == i) {
+            sink.write(*iface, f);
+        }
+        account(bf.verdict, bf.frame, sink, summary, drops);
+    }
+    sink.held = held;
+}
+
+fn account(v: Verdict, frame: &[u8], sink: &mut ReplaySink, summary: &mut Summary, drops: &mut [u64]) {
+    match v {
+        Verdict::Forward(egress) => {
+            summary.frames_out += 1;
+            if let Some(c) = summary.interfaces.get_mut(egress) {
+                c.forwarded += 1;
+            }
+            sink.write(egress, frame);
+        }
+        Verdict::Drop(reason) => {
+            summary.dropped += 1;
+            drops[drop_index(reason)] += 1;
+        }
+        Verdict::Consumed => summary.consumed += 1,
+    }
 }
 
 fn drop_index(r: DropReason) -> usize {
@@ -448,6 +535,12 @@ struct ReplaySink {
     event_counts: [u64; EventKind::NAMES.len()],
     /// The first write failure; `Sink` methods cannot return it.
     error: Option<ReplayError>,
+    /// During a burst: frames the gateway originates wait here, under the
+    /// burst position of the frame that caused them, so the output keeps
+    /// input order (they go before that frame's own verdict, as without bursts).
+    hold: bool,
+    current: usize,
+    held: Vec<(usize, IfIndex, Vec<u8>)>,
 }
 
 impl ReplaySink {
@@ -469,7 +562,15 @@ impl Sink for ReplaySink {
         if let Some(g) = self.generated.get_mut(iface) {
             *g += 1;
         }
-        self.write(iface, frame);
+        if self.hold {
+            self.held.push((self.current, iface, frame.to_vec()));
+        } else {
+            self.write(iface, frame);
+        }
+    }
+
+    fn frame_start(&mut self, i: usize) {
+        self.current = i;
     }
 
     fn event(&mut self, ev: Event) {
