@@ -50,10 +50,12 @@ const RUN_HELP: &str = "\
 Runs in the foreground until SIGINT/SIGTERM (exit 0). SIGHUP re-reads CONFIG: a bad file is
 reported (FILE:LINE:COLUMN lines) and the running configuration stays. ftpgate owns the
 gateway's addresses on its devices (it answers ARP/ND/ping itself); see docs/operations.md
-for preparing the interfaces (offloads off, no kernel forwarding for them).
+for preparing the interfaces (no kernel addresses or forwarding on them; offloads may stay
+on with the default ring datapath, must be off with --datapath pnet).
 
 Examples:
   ftpgate run -c /etc/ftpgate/gateway.yaml
+  ftpgate run -c gw.yaml --workers 4    four packet threads, frames spread by the kernel
   ftpgate run -c gw.yaml --events /var/log/ftpgate/events.jsonl --log-format json
   kill -HUP $(pidof ftpgate)        reload the configuration
   curl --unix-socket /run/ftpgate/ftpgate.sock http://ftpgate/metrics";

@@ -707,3 +707,20 @@ fn hostile_input_does_not_panic() {
         let _ = config::from_str(text, "t");
     }
 }
+
+#[test]
+fn datapath_section_sets_backend_and_workers_and_locates_errors() {
+    use ftpgate::config::{from_str_with_operations, Backend};
+    let base = "interfaces:\n  a:\n    addresses: [192.0.2.1/24]\n";
+    let (_, ops) = from_str_with_operations(base, "t.yaml").unwrap();
+    assert_eq!((ops.datapath.backend, ops.datapath.workers), (Backend::Ring, 1), "defaults");
+    let (_, ops) = from_str_with_operations(&format!("{base}datapath:\n  backend: pnet\n  workers: 4\n"), "t.yaml").unwrap();
+    assert_eq!((ops.datapath.backend, ops.datapath.workers), (Backend::Pnet, 4));
+    let e = from_str_with_operations(&format!("{base}datapath:\n  workers: 0\n  backend: xdp\n  worker: 2\n"), "t.yaml").unwrap_err();
+    let got: Vec<(usize, usize, &str)> = e.iter().map(|e| (e.line, e.column, e.path.as_str())).collect();
+    assert!(got.contains(&(5, 12, "datapath.workers")), "{e:?}");
+    assert!(got.contains(&(6, 12, "datapath.backend")), "{e:?}");
+    assert!(e.iter().any(|e| e.line == 7 && e.message.contains("worker")), "unknown key reported: {e:?}");
+    let e = from_str_with_operations(&format!("{base}datapath: {{workers: 65}}\n"), "t.yaml").unwrap_err();
+    assert!(e[0].message.contains("at most 64"), "{e:?}");
+}
