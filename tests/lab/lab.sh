@@ -68,6 +68,10 @@ pkg_installed() { [[ $(dpkg-query -W -f='${Status}' "$1" 2>/dev/null) == "instal
 cmd_install() {
     need_root
     local want=(vsftpd lftp curl tcpdump tshark nftables iproute2 ethtool conntrack python3 openssl procps iputils-ping)
+    # `install --bench`: what bench/run.sh needs besides (a load generator
+    # and a second packet-reading program to compare replay with).
+    local bench=0
+    [[ ${1:-} != --bench ]] || { bench=1; want+=(iperf3); }
     local missing=() p
     for p in "${want[@]}"; do pkg_installed "$p" || missing+=("$p"); done
     export DEBIAN_FRONTEND=noninteractive
@@ -80,6 +84,22 @@ cmd_install() {
         apt-get -q -o DPkg::Lock::Timeout=300 update >/dev/null
         updated=1
         "${apt[@]}" install "${missing[@]}" >/dev/null
+    fi
+    if ((bench)) && ! pkg_installed suricata; then
+        # Debian 12 ships suricata only in bookworm-backports, which apt pins
+        # at priority 100: adding it installs nothing else from there.
+        local bpo=/etc/apt/sources.list.d/fglab-bookworm-backports.sources
+        if [[ ! -f $bpo ]] && grep -qs bookworm /etc/os-release; then
+            printf '%s\n' "# Added by ftpgate tests/lab/lab.sh install --bench (suricata for bench/run.sh)" \
+                "Types: deb" "URIs: http://deb.debian.org/debian" "Suites: bookworm-backports" "Components: main" \
+                "Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg" >"$bpo"
+        fi
+        log "installing: suricata"
+        apt-get -q -o DPkg::Lock::Timeout=300 update >/dev/null
+        updated=1
+        local target=()
+        [[ -f $bpo ]] && target=(-t bookworm-backports)
+        "${apt[@]}" "${target[@]}" install suricata >/dev/null
     fi
     # proftpd-core, pure-ftpd and vsftpd all "Conflict: ftp-server", so the
     # two that are not apt-installed are unpacked into the cache instead.
@@ -1332,7 +1352,8 @@ cmd_purge() {
 usage() {
     cat <<USAGE
 usage: lab.sh COMMAND ...   (as root; see docs/lab.md)
-  install                        apt-install the tools; unpack proftpd and pure-ftpd into $CACHE
+  install [--bench]              apt-install the tools; unpack proftpd and pure-ftpd into $CACHE
+                                 (--bench: also iperf3 and suricata, for bench/run.sh)
   up [masq|published]            create namespaces $NS_C (client), $NS_G (gateway), $NS_S (server)
   down                           remove them and stop everything the lab started (idempotent)
   gw kernel [--no-helper]        nftables gateway (ftp helper on port 21, masquerade / DNAT, strict filter)
@@ -1370,7 +1391,7 @@ trap 'exit 130' INT TERM
 main() {
     local cmd=${1:-help}; shift || true
     case $cmd in
-    install) cmd_install ;;
+    install) cmd_install "$@" ;;
     up) cmd_up "$@" ;;
     down) cmd_down ;;
     gw) cmd_gw "$@" ;;
