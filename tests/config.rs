@@ -714,8 +714,12 @@ fn datapath_section_sets_backend_and_workers_and_locates_errors() {
     let base = "interfaces:\n  a:\n    addresses: [192.0.2.1/24]\n";
     let (_, ops) = from_str_with_operations(base, "t.yaml").unwrap();
     assert_eq!((ops.datapath.backend, ops.datapath.workers), (Backend::Ring, 1), "defaults");
-    let (_, ops) = from_str_with_operations(&format!("{base}datapath:\n  backend: pnet\n  workers: 4\n"), "t.yaml").unwrap();
-    assert_eq!((ops.datapath.backend, ops.datapath.workers), (Backend::Pnet, 4));
+    let (_, ops) = from_str_with_operations(&format!("{base}datapath:\n  backend: pnet\n  workers: 4\n  busy_poll_us: 50\n"), "t.yaml").unwrap();
+    assert_eq!((ops.datapath.backend, ops.datapath.workers, ops.datapath.busy_poll_us), (Backend::Pnet, 4, 50));
+    let (_, ops) = from_str_with_operations(&format!("{base}datapath: {{busy_poll_us: 0}}\n"), "t.yaml").unwrap();
+    assert_eq!(ops.datapath.busy_poll_us, 0);
+    let e = from_str_with_operations(&format!("{base}datapath: {{busy_poll_us: 20000}}\n"), "t.yaml").unwrap_err();
+    assert!(e[0].message.contains("at most 10000"), "{e:?}");
     let e = from_str_with_operations(&format!("{base}datapath:\n  workers: 0\n  backend: xdp\n  worker: 2\n"), "t.yaml").unwrap_err();
     let got: Vec<(usize, usize, &str)> = e.iter().map(|e| (e.line, e.column, e.path.as_str())).collect();
     assert!(got.contains(&(5, 12, "datapath.workers")), "{e:?}");

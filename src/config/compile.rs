@@ -1200,7 +1200,9 @@ fn operations(cx: &mut Ctx, admin: Option<&SNode>, log: Option<&SNode>) -> Opera
     out
 }
 
-const DATAPATH_KEYS: &[&str] = &["backend", "workers"];
+const DATAPATH_KEYS: &[&str] = &["backend", "workers", "busy_poll_us"];
+/// A worker that spins longer than this between frames is just burning a core.
+pub const MAX_BUSY_POLL_US: u32 = 10_000;
 /// More workers than this gain nothing (one per core) and thin the table.
 pub const MAX_WORKERS: u32 = 64;
 
@@ -1220,6 +1222,18 @@ fn datapath(cx: &mut Ctx, node: &SNode) -> Datapath {
                     cx.err(&n.referenced, &f.path("workers"), &format!("{v} workers: at most {MAX_WORKERS} (one per core is the useful most)"));
                 } else {
                     out.workers = v as u16;
+                }
+            }
+        }
+        if let Some(n) = f.get("busy_poll_us") {
+            let hint = "0 is allowed: leave 'busy_poll_us' out to always sleep";
+            if matches!(n.value, Node::Int(0)) {
+                out.busy_poll_us = 0;
+            } else if let Some(v) = count(cx, n, &f.path("busy_poll_us"), "busy_poll_us", hint) {
+                if v > MAX_BUSY_POLL_US {
+                    cx.err(&n.referenced, &f.path("busy_poll_us"), &format!("{v} µs: at most {MAX_BUSY_POLL_US}"));
+                } else {
+                    out.busy_poll_us = v;
                 }
             }
         }

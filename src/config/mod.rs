@@ -188,11 +188,14 @@ pub struct Datapath {
     /// spreads frames over them (see `dispatch`). `replay` simulates the same
     /// split so its output is what `run` would do.
     pub workers: u16,
+    /// Ring backend: after frames came, keep looking for more this long
+    /// without sleeping (lower latency, a busy core); 0 sleeps in poll.
+    pub busy_poll_us: u32,
 }
 
 impl Default for Datapath {
     fn default() -> Self {
-        Datapath { backend: Backend::Ring, workers: 1 }
+        Datapath { backend: Backend::Ring, workers: 1, busy_poll_us: 0 }
     }
 }
 

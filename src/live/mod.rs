@@ -152,6 +152,7 @@ pub fn run(opts: &Options) -> Result<(), LiveError> {
     let workers = opts.workers.unwrap_or(ops.datapath.workers).max(1);
     let backend = opts.backend.unwrap_or(ops.datapath.backend);
     let dispatch = crate::dispatch::Dispatch::new(&config, workers);
+    let busy_poll = Duration::from_micros(u64::from(ops.datapath.busy_poll_us));
     let mut dp = datapath::open_datapath(match backend {
         config::Backend::Ring => datapath::Backend::Ring,
         config::Backend::Pnet => datapath::Backend::Pnet,
@@ -271,6 +272,11 @@ pub fn run(opts: &Options) -> Result<(), LiveError> {
         }
         let sink = LiveSink::new(txs, log_tx.clone());
         let mut worker = Worker::new(engine, sink, clock, macs, published[k].clone());
+        // With rings, looking again costs no system call (pnet would pay a
+        // poll(2) per look), so only the ring backend spins.
+        if backend == config::Backend::Ring {
+            worker.busy_poll = busy_poll;
+        }
         let (counters, stop, devices) = (rx_counters.clone(), stop.clone(), devices.clone());
         let h = thread::Builder::new()
             .name(format!("ftpgate-w{k}"))

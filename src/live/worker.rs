@@ -197,13 +197,27 @@ pub struct Worker {
     bufs: Vec<Vec<u8>>,
     offloads: [Offload; BATCH],
     packet: u64,
+    /// How long to keep looking for frames without sleeping after the last
+    /// ones came (0: always sleep in poll).
+    pub busy_poll: Duration,
 }
 
 impl Worker {
     pub fn new(engine: Engine, sink: LiveSink, clock: Clock, macs: Vec<Mac>, published: Arc<Published>) -> Worker {
         let bufs = (0..BATCH).map(|_| Vec::with_capacity(65536 + 128)).collect();
         let mut w =
-            Worker { engine, sink, clock, macs, published, reloads: 0, bufs, offloads: [Offload::default(); BATCH], packet: 0 };
+            Worker {
+            engine,
+            sink,
+            clock,
+            macs,
+            published,
+            reloads: 0,
+            bufs,
+            offloads: [Offload::default(); BATCH],
+            packet: 0,
+            busy_poll: Duration::ZERO,
+        };
         w.apply_macs();
         w
     }
@@ -312,10 +326,22 @@ impl Worker {
         let mut warned_big: Option<Instant> = None;
         let mut warned_err: Option<Instant> = None;
         let quiet_for = |t: &Option<Instant>, d: u64| t.is_none_or(|t| t.elapsed() >= Duration::from_secs(d));
+        let mut busy_until: Option<Instant> = None;
         while !stop.load(Relaxed) {
-            let wait = next_tick.saturating_duration_since(Instant::now()).as_millis().min(100) as libc::c_int;
-            // SAFETY: poll on our own array of live pollfds.
-            let r = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, wait) };
+            let r = if busy_until.is_some_and(|t| Instant::now() < t) {
+                // Frames came a moment ago: look again without sleeping
+                // (a ring is checked in memory, no system call), which saves
+                // a wake-up per frame while traffic flows.
+                for f in fds.iter_mut() {
+                    f.revents = libc::POLLIN;
+                }
+                1
+            } else {
+                let wait = next_tick.saturating_duration_since(Instant::now()).as_millis().min(100) as libc::c_int;
+                // SAFETY: poll on our own array of live pollfds.
+                unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, wait) }
+            };
+            let mut got = 0;
             if r > 0 {
                 for i in 0..fds.len() {
                     if fds[i].revents == 0 {
@@ -348,6 +374,7 @@ impl Worker {
                         if batch.frames.is_empty() {
                             break;
                         }
+                        got += batch.len();
                         counters[i].frames.fetch_add(batch.len() as u64, Relaxed);
                         counters[i].bytes.fetch_add(batch.data.len() as u64, Relaxed);
                         self.frames(i, &batch);
@@ -356,6 +383,9 @@ impl Worker {
                         }
                     }
                 }
+            }
+            if got > 0 && !self.busy_poll.is_zero() {
+                busy_until = Some(Instant::now() + self.busy_poll);
             }
             match ctl.try_recv() {
                 Ok(Msg::Reload(cfg)) => self.reload(*cfg),
