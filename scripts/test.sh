@@ -8,7 +8,9 @@
 #      The lab installs what it needs with apt-get.
 # In CI (CI=true) a short run of every fuzz target follows stage 1
 # (FTPGATE_SKIP_FUZZ=1 skips it; FTPGATE_FUZZ=1 asks for it outside CI).
-# Set FTPGATE_SKIP_LAB=1 to run only the Rust stages, FTPGATE_SKIP_SOAK=1 to skip the soak.
+# Last, as root, a quick run of the side-by-side benchmark (bench/run.sh --quick).
+# Set FTPGATE_SKIP_LAB=1 to run only the Rust stages, FTPGATE_SKIP_SOAK=1 to skip
+# the soak, FTPGATE_SKIP_BENCH=1 to skip the benchmark.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -62,4 +64,13 @@ if [ "${FTPGATE_SKIP_SOAK:-0}" != 1 ] && [ -x tests/lab/soak.sh ]; then
     if [ "${CI:-}" = true ]; then soak=${SOAK_SECONDS:-600}; else soak=${SOAK_SECONDS:-120}; fi
     stage "tests/lab/soak.sh $soak"
     tests/lab/soak.sh "$soak"
+fi
+
+# The side-by-side benchmark, quick mode, as a smoke run: every measurement
+# must complete on both sides (ftpgate and the kernel gateway, ftpgate replay
+# and tshark/suricata). Its ratios are reported, not judged: on a shared CI
+# machine they say little. FTPGATE_SKIP_BENCH=1 skips it.
+if [ "${FTPGATE_SKIP_BENCH:-0}" != 1 ] && [ -x bench/run.sh ]; then
+    stage "bench/run.sh --quick"
+    bench/run.sh --quick
 fi
