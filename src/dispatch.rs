@@ -100,13 +100,7 @@ impl Dispatch {
                 match proto {
                     6 | 17 => {
                         let sport = h(x)?;
-                        let mut dport = h(x + 2)?;
-                        for c in canon.iter().filter(|c| c.v4) {
-                            if dport == c.port as u32 && c.matches(proto) && c.addr_matches(|i| w(16 + 4 * i))? {
-                                dport = c.to_port as u32;
-                                break;
-                            }
-                        }
+                        let dport = canonical(canon, true, h(x + 2)?, proto, |i| w(16 + 4 * i))?;
                         Some(sport + dport)
                     }
                     1 => match b(x)? {
@@ -116,16 +110,7 @@ impl Dispatch {
                             let y = x + 8 + ((b(x + 8)? & 0xf) * 4) as usize;
                             match inner_proto {
                                 6 | 17 => {
-                                    let mut sport = h(y)?;
-                                    for c in canon.iter().filter(|c| c.v4) {
-                                        if sport == c.port as u32
-                                            && c.matches(inner_proto)
-                                            && c.addr_matches(|i| w(x + 8 + 12 + 4 * i))?
-                                        {
-                                            sport = c.to_port as u32;
-                                            break;
-                                        }
-                                    }
+                                    let sport = canonical(canon, true, h(y)?, inner_proto, |i| w(x + 8 + 12 + 4 * i))?;
                                     Some(sport + h(y + 2)?)
                                 }
                                 1 => h(y + 4),
@@ -141,13 +126,7 @@ impl Dispatch {
                 6 | 17 => {
                     let proto = b(6)?;
                     let sport = h(40)?;
-                    let mut dport = h(42)?;
-                    for c in canon.iter().filter(|c| !c.v4) {
-                        if dport == c.port as u32 && c.matches(proto) && c.addr_matches(|i| w(24 + 4 * i))? {
-                            dport = c.to_port as u32;
-                            break;
-                        }
-                    }
+                    let dport = canonical(canon, false, h(42)?, proto, |i| w(24 + 4 * i))?;
                     Some(sport + dport)
                 }
                 58 => match b(40)? {
@@ -156,13 +135,7 @@ impl Dispatch {
                         let inner = b(48 + 6)?;
                         match inner {
                             6 | 17 => {
-                                let mut sport = h(88)?;
-                                for c in canon.iter().filter(|c| !c.v4) {
-                                    if sport == c.port as u32 && c.matches(inner) && c.addr_matches(|i| w(56 + 4 * i))? {
-                                        sport = c.to_port as u32;
-                                        break;
-                                    }
-                                }
+                                let sport = canonical(canon, false, h(88)?, inner, |i| w(56 + 4 * i))?;
                                 Some(sport + h(90)?)
                             }
                             58 => h(92),
@@ -363,6 +336,18 @@ fn addr_words(ip: &IpAddr) -> Vec<u32> {
         IpAddr::V4(v) => vec![u32::from(*v)],
         IpAddr::V6(v) => v.octets().chunks(4).map(|q| u32::from_be_bytes([q[0], q[1], q[2], q[3]])).collect(),
     }
+}
+
+/// The port to count for the gateway-side endpoint (`port` with the
+/// address whose 32-bit words `word` reads): the inside port when it names a
+/// published endpoint of this interface. None: the frame is too short.
+fn canonical(canon: &[Canon], v4: bool, port: u32, proto: u32, word: impl Fn(usize) -> Option<u32>) -> Option<u32> {
+    for c in canon.iter().filter(|c| c.v4 == v4) {
+        if port == c.port as u32 && c.matches(proto) && c.addr_matches(&word)? {
+            return Some(c.to_port as u32);
+        }
+    }
+    Some(port)
 }
 
 impl Canon {

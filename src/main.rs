@@ -163,8 +163,13 @@ fn main() -> ExitCode {
         }
         Command::Check { config } => check(&config),
         Command::Run { config, events, log_format, log_level, admin, seed, workers, datapath } => {
+            let admin = match admin.as_deref().map(admin_arg).transpose() {
+                Ok(a) => a,
+                Err(code) => return code,
+            };
+            let log_format = log_format.map(|f| if f == "json" { LogFormat::Json } else { LogFormat::Text });
             let backend = datapath.map(|d| if d == "pnet" { config::Backend::Pnet } else { config::Backend::Ring });
-            run_cmd(config, events, log_format, log_level, admin, seed, workers, backend)
+            run_cmd(&live::Options { config, events, log_format, log_level, admin, seed, workers, backend })
         }
         Command::Sessions { json, config, admin } => sessions_cmd(json, config, admin),
     }
@@ -215,23 +220,8 @@ fn admin_arg(text: &str) -> Result<AdminListen, ExitCode> {
     })
 }
 
-fn run_cmd(
-    config: PathBuf,
-    events: Option<PathBuf>,
-    log_format: Option<String>,
-    log_level: Option<String>,
-    admin: Option<String>,
-    seed: Option<u64>,
-    workers: Option<u16>,
-    backend: Option<config::Backend>,
-) -> ExitCode {
-    let admin = match admin.as_deref().map(admin_arg).transpose() {
-        Ok(a) => a,
-        Err(code) => return code,
-    };
-    let log_format = log_format.map(|f| if f == "json" { LogFormat::Json } else { LogFormat::Text });
-    let opts = live::Options { config, events, log_format, log_level, admin, seed, workers, backend };
-    match live::run(&opts) {
+fn run_cmd(opts: &live::Options) -> ExitCode {
+    match live::run(opts) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             for line in e.to_string().lines() {

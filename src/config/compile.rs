@@ -1219,7 +1219,7 @@ fn datapath(cx: &mut Ctx, node: &SNode) -> Datapath {
             let hint = "at least one worker runs the packet path; leave 'workers' out for 1";
             if let Some(v) = count(cx, n, &f.path("workers"), "workers", hint) {
                 if v > MAX_WORKERS {
-                    cx.err(&n.referenced, &f.path("workers"), &format!("{v} workers: at most {MAX_WORKERS} (one per core is the useful most)"));
+                    cx.err(&n.referenced, &f.path("workers"), format!("{v} workers: at most {MAX_WORKERS} (one per core is the useful most)"));
                 } else {
                     out.workers = v as u16;
                 }
@@ -1231,7 +1231,7 @@ fn datapath(cx: &mut Ctx, node: &SNode) -> Datapath {
                 out.busy_poll_us = 0;
             } else if let Some(v) = count(cx, n, &f.path("busy_poll_us"), "busy_poll_us", hint) {
                 if v > MAX_BUSY_POLL_US {
-                    cx.err(&n.referenced, &f.path("busy_poll_us"), &format!("{v} µs: at most {MAX_BUSY_POLL_US}"));
+                    cx.err(&n.referenced, &f.path("busy_poll_us"), format!("{v} µs: at most {MAX_BUSY_POLL_US}"));
                 } else {
                     out.busy_poll_us = v;
                 }
