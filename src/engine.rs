@@ -87,6 +87,19 @@ pub struct Stats {
 }
 
 impl Stats {
+    /// Add another worker's counters (the gateway's totals).
+    pub fn add(&mut self, o: &Stats) {
+        self.frames_in += o.frames_in;
+        self.forwarded += o.forwarded;
+        self.consumed += o.consumed;
+        self.generated += o.generated;
+        self.connections_new += o.connections_new;
+        self.nat_mappings += o.nat_mappings;
+        for (a, b) in self.dropped.iter_mut().zip(o.dropped) {
+            *a += b;
+        }
+    }
+
     pub fn dropped_total(&self) -> u64 {
         self.dropped.iter().sum()
     }
@@ -182,6 +195,20 @@ impl Engine {
     /// (replay fixes it for reproducible output; `run` draws one from the OS).
     pub fn new(config: Config, seed: u64) -> Engine {
         Engine::new_worker(config, seed, Shard::ONE, &Shared::default())
+    }
+
+    /// The `workers` engines of one gateway, sharing one `Shared`, each with
+    /// a seed of its own so their port choices are independent. `run` and
+    /// `replay` both build them here, so replay splits as the gateway does.
+    pub fn workers(config: &Config, seed: u64, workers: u16) -> Vec<Engine> {
+        let n = workers.max(1);
+        let shared = Shared::default();
+        (0..n)
+            .map(|k| {
+                let s = seed.wrapping_add(u64::from(k).wrapping_mul(0x9e37_79b9_7f4a_7c15));
+                Engine::new_worker(config.clone(), s, Shard { index: k, count: n }, &shared)
+            })
+            .collect()
     }
 
     /// One of several workers of a gateway: its own connection table (a

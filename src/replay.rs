@@ -203,17 +203,11 @@ const REPLAY_TABLE: usize = 4096;
 /// The engines of a gateway with `workers` workers, as `run` builds them
 /// (but with tables that start small, see `Engine::presize_table`).
 pub fn engines(config: Config, seed: u64, workers: u16) -> Vec<Engine> {
-    let n = workers.max(1);
-    let shared = crate::engine::Shared::default();
-    (0..n)
-        .map(|k| {
-            // Each worker its own seed: their port choices are independent.
-            let s = seed.wrapping_add(u64::from(k).wrapping_mul(0x9e37_79b9_7f4a_7c15));
-            let mut e = Engine::new_worker(config.clone(), s, crate::engine::Shard { index: k, count: n }, &shared);
-            e.presize_table(REPLAY_TABLE);
-            e
-        })
-        .collect()
+    let mut engines = Engine::workers(&config, seed, workers);
+    for e in &mut engines {
+        e.presize_table(REPLAY_TABLE);
+    }
+    engines
 }
 
 /// Replay an opened capture through built engines (one per simulated

@@ -134,7 +134,7 @@ pub fn run(opts: &Options) -> Result<(), LiveError> {
         .collect();
     let mut fatal = Vec::new();
     let gso_aware = opts.backend.unwrap_or(ops.datapath.backend) == config::Backend::Ring;
-    for f in checks::findings_for(&config, &infos, gso_aware) {
+    for f in checks::findings(&config, &infos, gso_aware) {
         match f {
             checks::Finding::Error(s) => fatal.push(s),
             checks::Finding::Warning(s) => tracing::warn!("{s}"),
@@ -255,12 +255,9 @@ pub fn run(opts: &Options) -> Result<(), LiveError> {
 
     let seed = opts.seed.unwrap_or_else(rand::random);
     let names: Vec<String> = labels.iter().map(|l| format!("{} ({})", l.name, l.device)).collect();
-    let shared = crate::engine::Shared::default();
     let mut handles = Vec::new();
-    for (k, (links, ctl)) in links.into_iter().zip(ctl_rxs).enumerate() {
-        let shard = crate::engine::Shard { index: k as u16, count: workers };
-        let wseed = seed.wrapping_add((k as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15));
-        let mut engine = Engine::new_worker(config.clone(), wseed, shard, &shared);
+    let engines = Engine::workers(&config, seed, workers);
+    for (k, ((links, ctl), mut engine)) in links.into_iter().zip(ctl_rxs).zip(engines).enumerate() {
         engine.set_resolve_neighbors(true);
         let mut rxs = Vec::new();
         let mut txs = Vec::new();
@@ -302,12 +299,7 @@ pub fn run(opts: &Options) -> Result<(), LiveError> {
     let mut total = crate::engine::Stats::default();
     for h in handles {
         if let Ok(s) = h.join() {
-            total.frames_in += s.frames_in;
-            total.forwarded += s.forwarded;
-            total.generated += s.generated;
-            for (a, b) in total.dropped.iter_mut().zip(s.dropped) {
-                *a += b;
-            }
+            total.add(&s);
         }
     }
     // A worker that ended on its own (it should not) stops the rest too.
@@ -420,16 +412,7 @@ struct AdminState {
 fn merge_metrics(all: &[snapshot::Metrics]) -> snapshot::Metrics {
     let mut m = all.first().cloned().unwrap_or_default();
     for o in all.iter().skip(1) {
-        let (a, b) = (&mut m.stats, &o.stats);
-        a.frames_in += b.frames_in;
-        a.forwarded += b.forwarded;
-        a.consumed += b.consumed;
-        a.generated += b.generated;
-        a.connections_new += b.connections_new;
-        a.nat_mappings += b.nat_mappings;
-        for (x, y) in a.dropped.iter_mut().zip(b.dropped) {
-            *x += y;
-        }
+        m.stats.add(&o.stats);
         m.connections += o.connections;
         m.ftp_sessions += o.ftp_sessions;
         // One shared pinhole map and one configuration: not summed.
