@@ -385,15 +385,38 @@ fn gso_frames_arrive_whole_and_leave_segmented() {
             }
         });
 
-        // The first GSO frame of the bulk data.
+        // All of the bulk data: GSO frames (larger than a ring slot, so read
+        // from the socket's queue) mixed with ordinary ones, in order.
         let deadline = Instant::now() + Duration::from_secs(5);
         let mut b = Batch::with_capacity(1 << 20);
         let mut found = None;
-        while found.is_none() && Instant::now() < deadline {
+        let (mut next_seq, mut seen, mut gso_frames) = (None::<u32>, 0usize, 0);
+        while seen < data.len() && Instant::now() < deadline {
             b.clear();
             rx.rx.recv_batch(&mut b, 64, Duration::from_millis(20)).unwrap();
-            found = b.iter_offloads().find(|(f, o)| o.is_gso() && is_tcp4(f)).map(|(f, o)| (f.to_vec(), o));
+            assert_eq!(b.oversized, 0, "every frame fits a slot or comes through the queue");
+            for (f, o) in b.iter_offloads().filter(|(f, _)| is_tcp4(f) && f[34..36] != 5001u16.to_be_bytes()) {
+                let (seq, flags, p) = tcp4_parts(f);
+                if flags & 0x02 != 0 {
+                    next_seq = Some(seq.wrapping_add(1));
+                    continue;
+                }
+                let Some(want) = next_seq else { continue };
+                if p.is_empty() || (seq.wrapping_sub(want) as i32) < 0 {
+                    continue; // a pure ACK or a retransmission
+                }
+                assert_eq!(seq, want, "frames in sequence (a gap: reordered or lost)");
+                next_seq = Some(seq.wrapping_add(p.len() as u32));
+                seen += p.len();
+                if o.is_gso() {
+                    gso_frames += 1;
+                    if found.is_none() {
+                        found = Some((f.to_vec(), o));
+                    }
+                }
+            }
         }
+        assert_eq!(seen, data.len(), "all the data, in order ({gso_frames} GSO frames)");
         let (frame, off) = found.expect("a GSO frame from a TSO sender");
         assert_eq!(off.gso_type & !GSO_ECN, GSO_TCPV4);
         assert!((500..=1460).contains(&off.gso_size), "gso_size {} is an MSS", off.gso_size);
@@ -592,6 +615,30 @@ fn oversized_frames_are_counted_not_carried() {
         udp_frames += b.iter().filter(|f| udp_dport(f) == Some(9)).count();
     }
     assert_eq!((oversized, udp_frames), (1, 0), "the UDP GSO frame is dropped and counted");
+}
+
+#[test]
+fn a_full_ring_counts_what_it_lost() {
+    need_root!();
+    let lab = Lab::new("full", 2);
+    lab.veth(0, "a0", 1, "b0");
+    let (a, b) = (mac_of(0, "a0"), mac_of(1, "b0"));
+    let sender = in_ns(lab.ns(0), || raw_socket("a0", 0));
+    // One 1 MiB block: a few hundred MTU-sized slots.
+    let mut dp = RingDatapath { config: RingConfig { rx_ring_bytes: Some(1 << 20), ..Default::default() } };
+    let mut link = open(&lab, 1, "b0", &mut dp, None);
+    assert_eq!(link.rx.take_drops(), 0);
+    // Nobody reads while 2000 frames arrive: the ring fills, the rest is lost.
+    for seq in 0..2000 {
+        raw_send(&sender, &test_frame(b, a, seq, 100, None));
+    }
+    let (got, _, _) = collect(&mut link, 2000, Duration::from_millis(500));
+    let lost = link.rx.take_drops();
+    assert!(got.len() > 100 && got.len() < 2000, "the ring held part of the burst: {}", got.len());
+    assert_eq!(got.len() as u64 + lost, 2000, "every frame was either read or counted as lost");
+    let seqs: Vec<u32> = got.iter().map(|f| u32::from_be_bytes(f[14..18].try_into().unwrap())).collect();
+    assert!(seqs.iter().enumerate().all(|(i, &s)| s == i as u32), "the frames that fitted are the first ones, in order");
+    assert_eq!(link.rx.take_drops(), 0, "the count resets when read");
 }
 
 #[test]

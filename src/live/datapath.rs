@@ -122,6 +122,27 @@ pub trait LinkRx: Send {
     /// The socket to poll(2) for POLLIN, for a worker that serves several
     /// devices and then calls `recv_batch` with a zero timeout on the ready ones.
     fn raw_fd(&self) -> RawFd;
+
+    /// Frames the kernel dropped for this socket since the last call (its
+    /// ring or queue was full: we did not read fast enough). Both backends
+    /// are packet sockets, whose PACKET_STATISTICS reset when read.
+    fn take_drops(&mut self) -> u64 {
+        packet_drops(self.raw_fd())
+    }
+}
+
+/// tp_drops of a packet socket's PACKET_STATISTICS (clear on read); 0 if
+/// the socket cannot say.
+pub(crate) fn packet_drops(fd: RawFd) -> u64 {
+    const PACKET_STATISTICS: libc::c_int = 6;
+    // SAFETY: zeroed tpacket_stats (two u32) is valid.
+    let mut st: libc::tpacket_stats = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::tpacket_stats>() as libc::socklen_t;
+    // SAFETY: getsockopt into a live tpacket_stats with its size.
+    let r = unsafe {
+        libc::getsockopt(fd, libc::SOL_PACKET, PACKET_STATISTICS, &mut st as *mut _ as *mut libc::c_void, &mut len)
+    };
+    if r == 0 { u64::from(st.tp_drops) } else { 0 }
 }
 
 /// The transmitting half of one device.

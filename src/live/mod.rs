@@ -304,8 +304,9 @@ pub fn run(opts: &Options) -> Result<(), LiveError> {
     }
     // A worker that ended on its own (it should not) stops the rest too.
     stop.store(true, Relaxed);
+    let lost: u64 = rx_counters.iter().map(|c| c.lost.load(Relaxed)).sum();
     tracing::info!(
-        "stopped: frames {} in, {} forwarded, {} dropped, {} gateway-generated",
+        "stopped: frames {} in, {} forwarded, {} dropped, {} gateway-generated; {lost} lost before reading (receive queue full)",
         total.frames_in,
         total.forwarded,
         total.dropped_total(),

@@ -6,9 +6,10 @@
 //! hands a block to userspace only when it is full or its retire timer (at
 //! least a millisecond) fires. A gateway holding every quiet-link frame for a
 //! millisecond adds that to every round trip; V2 hands over each frame as
-//! soon as it is written. The price is a fixed slot per frame, so with vnet
-//! headers on (slots sized for 64 KB GSO frames) the ring holds fewer
-//! frames for its memory; see `RingConfig`.
+//! soon as it is written. The price is a fixed slot per frame; slots are
+//! sized for the MTU, and the rare larger frame (a GSO super-frame) reaches
+//! us through the socket's ordinary queue, flagged in its slot
+//! (TP_STATUS_COPY); see `RingConfig`.
 //!
 //! Why sendmmsg rather than a TPACKET_V2 TX ring: measured on a veth pair
 //! between two namespaces (100 000 frames of 64 and 1514 bytes, batches of
@@ -251,9 +252,12 @@ pub struct RingConfig {
     /// become usable, so the devices can keep their offloads on. Costs
     /// receive slots sized for 64 KB frames.
     pub vnet_hdr: bool,
-    /// Memory of each receive ring. Default: 16 MiB with vnet headers
-    /// (240 slots of 64 KB: 240 frames of any size, up to ~10 000 MTU
-    /// segments' worth as GSO), 4 MiB without (about 2 600 slots at MTU 1500).
+    /// Memory of each receive ring. Default 8 MiB: about 5 000 slots at
+    /// MTU 1500. Slots are sized for the MTU; with vnet headers a larger
+    /// (GSO) frame is marked TP_STATUS_COPY in its slot and read whole from
+    /// the socket's queue (up to `RX_COPY_BUF` of them waiting). Slots sized
+    /// for 64 KB frames instead left 240 slots in 16 MiB, and a worker held
+    /// up for 3 ms under MTU-sized traffic lost frames.
     /// One ring per device per worker: the total is that times both.
     pub rx_ring_bytes: Option<usize>,
     /// PACKET_QDISC_BYPASS on the sending socket. None (the default): on
@@ -414,8 +418,12 @@ pub fn device_driver(device: &str) -> Option<String> {
 const RX_SLOT_OVERHEAD: usize = 96;
 /// Largest frame with vnet headers: a 64 KB GSO packet plus Ethernet header and a tag.
 const GSO_MAX_FRAME: usize = 65535 + 18;
-/// Ring memory comes in blocks; 1 MiB holds 15 GSO slots with 4% waste.
+/// Ring memory comes in blocks of 1 MiB (648 slots at MTU 1500).
 const BLOCK: usize = 1 << 20;
+/// Socket receive buffer for frames too large for a slot (PACKET_COPY_THRESH):
+/// about 40 GSO super-frames may wait there.
+const RX_COPY_BUF: libc::c_int = 4 << 20;
+const PACKET_COPY_THRESH: libc::c_int = 7;
 
 /// A TPACKET_V2 ring mapped into our memory.
 struct Ring {
@@ -489,6 +497,9 @@ pub struct RingRx {
     head: usize,
     vnet: bool,
     max_frame: usize,
+    /// Where a frame too large for its slot is read (vnet header first);
+    /// empty without vnet headers, where such frames are dropped anyway.
+    big: Vec<u8>,
 }
 
 impl RingRx {
@@ -501,12 +512,16 @@ impl RingRx {
             setsockopt(fd, libc::SOL_PACKET, libc::PACKET_VNET_HDR, &1 as &libc::c_int)
                 .map_err(|e| setup_error("PACKET_VNET_HDR", e))?;
         }
-        let (slot, bytes) = if cfg.vnet_hdr {
-            (RX_SLOT_OVERHEAD + GSO_MAX_FRAME, cfg.rx_ring_bytes.unwrap_or(16 << 20))
-        } else {
-            (RX_SLOT_OVERHEAD + max_frame, cfg.rx_ring_bytes.unwrap_or(4 << 20))
-        };
-        let ring = Ring::new(fd, libc::PACKET_RX_RING, slot, bytes)?;
+        if cfg.vnet_hdr {
+            // Frames larger than a slot are also queued whole on the socket.
+            setsockopt(fd, libc::SOL_PACKET, PACKET_COPY_THRESH, &1 as &libc::c_int)
+                .map_err(|e| setup_error("PACKET_COPY_THRESH", e))?;
+            // Best effort: the default (about 200 KB) holds one or two.
+            let _ = setsockopt(fd, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, &RX_COPY_BUF)
+                .or_else(|_| setsockopt(fd, libc::SOL_SOCKET, libc::SO_RCVBUF, &RX_COPY_BUF));
+        }
+        let bytes = cfg.rx_ring_bytes.unwrap_or(8 << 20);
+        let ring = Ring::new(fd, libc::PACKET_RX_RING, RX_SLOT_OVERHEAD + max_frame, bytes)?;
         // Our own transmissions would otherwise come back as input.
         setsockopt(fd, libc::SOL_PACKET, libc::PACKET_IGNORE_OUTGOING, &1 as &libc::c_int)
             .map_err(|e| setup_error("PACKET_IGNORE_OUTGOING (needs Linux 4.20+)", e))?;
@@ -520,7 +535,8 @@ impl RingRx {
         if let Some(f) = fanout {
             f.join(fd)?;
         }
-        Ok(RingRx { ring, sock, head: 0, vnet: cfg.vnet_hdr, max_frame })
+        let big = if cfg.vnet_hdr { vec![0u8; VNET_HDR_LEN + GSO_MAX_FRAME] } else { Vec::new() };
+        Ok(RingRx { ring, sock, head: 0, vnet: cfg.vnet_hdr, max_frame, big })
     }
 
     fn ready(&self) -> bool {
@@ -535,9 +551,39 @@ impl RingRx {
         let bytes = unsafe { std::slice::from_raw_parts(slot as *const u8, self.ring.frame_size) };
         // SAFETY: a tpacket2_hdr (32 bytes, no invalid bit patterns) starts each 16-aligned slot.
         let h = unsafe { std::ptr::read(slot as *const libc::tpacket2_hdr) };
-        rx_frame(self.vnet, self.max_frame, &h, bytes, batch);
+        if h.tp_status & libc::TP_STATUS_COPY != 0 {
+            // The kernel queued this slot's frame whole on the socket, in
+            // ring order, so the next datagram there is this frame.
+            match self.read_big() {
+                Some(n) => {
+                    let full = libc::tpacket2_hdr { tp_mac: VNET_HDR_LEN as u16, tp_snaplen: (n - VNET_HDR_LEN) as u32, tp_len: (n - VNET_HDR_LEN) as u32, ..h };
+                    rx_frame(self.vnet, self.max_frame, &full, &self.big[..n], batch);
+                }
+                None => batch.oversized += 1,
+            }
+        } else {
+            rx_frame(self.vnet, self.max_frame, &h, bytes, batch);
+        }
         self.ring.status(self.head).store(libc::TP_STATUS_KERNEL, Ordering::Release);
         self.head = (self.head + 1) % self.ring.frames;
+    }
+
+    /// Read the next whole frame queued on the socket into `big`: its length
+    /// with the vnet header, or None if there is none or it is larger still.
+    fn read_big(&mut self) -> Option<usize> {
+        if self.big.len() <= VNET_HDR_LEN {
+            return None;
+        }
+        // SAFETY: recv into our own buffer of its length.
+        let n = unsafe {
+            libc::recv(
+                self.sock.as_raw_fd(),
+                self.big.as_mut_ptr() as *mut libc::c_void,
+                self.big.len(),
+                libc::MSG_DONTWAIT | libc::MSG_TRUNC,
+            )
+        };
+        (n > VNET_HDR_LEN as isize && n as usize <= self.big.len()).then_some(n as usize)
     }
 
 }

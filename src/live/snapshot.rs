@@ -22,6 +22,9 @@ pub struct RxCounters {
     /// Larger than the link allows (GRO/GSO): dropped before the engine.
     pub oversized: AtomicU64,
     pub errors: AtomicU64,
+    /// Dropped by the kernel before we read them (ring or socket queue
+    /// full), from PACKET_STATISTICS, read about once a second.
+    pub lost: AtomicU64,
 }
 
 /// Per interface, owned by the worker.
@@ -109,6 +112,15 @@ pub fn render_metrics(m: &Metrics, ifaces: &[IfaceLabel], rx: &[&RxCounters], pr
         let _ = writeln!(o, "ftpgate_frames_oversized_total{{{},direction=\"rx\"}} {}", label(i), r.oversized.load(Relaxed));
         let tx = m.tx.get(i).map_or(0, |t| t.oversized);
         let _ = writeln!(o, "ftpgate_frames_oversized_total{{{},direction=\"tx\"}} {tx}", label(i));
+    }
+    family(
+        &mut o,
+        "frames_lost_total",
+        "counter",
+        "Frames the kernel dropped because ftpgate's receive ring or socket queue was full (the gateway fell behind).",
+    );
+    for (i, r) in rx.iter().enumerate() {
+        let _ = writeln!(o, "ftpgate_frames_lost_total{{{}}} {}", label(i), r.lost.load(Relaxed));
     }
     family(&mut o, "frames_transmitted_total", "counter", "Frames sent on each device (forwarded and generated).");
     for (i, t) in m.tx.iter().enumerate().take(ifaces.len()) {
@@ -390,6 +402,7 @@ mod tests {
         m.tx = vec![TxCounters { frames: 9, oversized: 1, ..Default::default() }, TxCounters::default()];
         let rx = [RxCounters::default(), RxCounters::default()];
         rx[1].oversized.store(2, Relaxed);
+        rx[0].lost.store(7, Relaxed);
         rx[0].frames.store(11, Relaxed);
         let pc = ProcessCounters::default();
         pc.reload_failures.store(1, Relaxed);
@@ -403,6 +416,7 @@ mod tests {
         assert_eq!(get("ftpgate_table_fill_ratio"), 0.25);
         assert_eq!(get("ftpgate_frames_received_total{interface=\"inside\",device=\"veth-gw-in\"}"), 11.0);
         assert_eq!(get("ftpgate_frames_oversized_total{interface=\"outside\",device=\"veth-gw-out\",direction=\"rx\"}"), 2.0);
+        assert_eq!(get("ftpgate_frames_lost_total{interface=\"inside\",device=\"veth-gw-in\"}"), 7.0);
         assert_eq!(get("ftpgate_frames_oversized_total{interface=\"inside\",device=\"veth-gw-in\",direction=\"tx\"}"), 1.0);
         assert_eq!(get("ftpgate_reloads_total{result=\"failed\"}"), 1.0);
         assert_eq!(get("ftpgate_pinholes"), 3.0);

@@ -395,10 +395,14 @@ impl Worker {
             }
             let now_i = Instant::now();
             if now_i >= next_tick {
+                if now_i >= next_publish {
+                    take_drops(&mut rx, &counters);
+                }
                 self.tick(now_i, &mut next_publish);
                 next_tick = now_i + TICK;
             }
         }
+        take_drops(&mut rx, &counters);
         let now = self.clock.now();
         self.publish_metrics(now);
     }
@@ -456,6 +460,16 @@ impl Worker {
             g.1 = Arc::new(json);
         }
         self.published.sessions_ready.notify_all();
+    }
+}
+
+/// Add what the kernel dropped on each socket since the last look.
+fn take_drops(rx: &mut [Box<dyn LinkRx>], counters: &[Arc<RxCounters>]) {
+    for (r, c) in rx.iter_mut().zip(counters) {
+        let n = r.take_drops();
+        if n > 0 {
+            c.lost.fetch_add(n, Relaxed);
+        }
     }
 }
 

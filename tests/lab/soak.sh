@@ -172,6 +172,7 @@ sleep 1
 EVENTS_DROPPED=$(metric ftpgate_events_dropped_total)
 BYTES_FWD=$(curl -s --max-time 5 --unix-socket "$ADMIN" http://ftpgate/metrics | awk '$1 ~ /^ftpgate_bytes_transmitted_total/ { s += $2 } END { printf "%.0f", s }')
 FRAMES_FWD=$(metric ftpgate_frames_forwarded_total)
+FRAMES_LOST=$(curl -s --max-time 5 --unix-socket "$ADMIN" http://ftpgate/metrics | awk '$1 ~ /^ftpgate_frames_lost_total/ { s += $2 } END { printf "%.0f", s }')
 RSS_END=$(rss_kb)
 kill -TERM "$GW_PID"; rc=0
 for _ in $(seq 100); do [[ -d /proc/$GW_PID ]] || break; sleep 0.1; done
@@ -257,7 +258,7 @@ secs=$(awk -v a="$T0" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.0f", b - a }')
     echo "FTP: $ftp_pass sessions verified, $ftp_fail failed ($ftp_ctl control connections seen by ftpgate); $xfers transfers sha256-verified, $((xbytes / 1048576)) MiB"
     echo "FTP mix: $(cat "$W"/ftp-*.txt | awk '{ print $3, $4, $5, $6 }' | sort | uniq -c | wc -l) server/client/mode/family combinations; per server: $(cat "$W"/ftp-*.txt | awk '$1 == "PASS" { n[$3]++ } END { for (s in n) printf "%s %d ", s, n[s] }')"
     echo "background TCP: $bg_ok streams verified, $bg_bad bad, $((tcp_bytes / 1048576)) MiB; UDP received/sent: $udp_line"
-    echo "gateway: $FRAMES_FWD frames forwarded, $((BYTES_FWD / 1048576)) MiB transmitted; events: $kinds"
+    echo "gateway: $FRAMES_FWD frames forwarded, $((BYTES_FWD / 1048576)) MiB transmitted, ${FRAMES_LOST:-?} lost before reading (receive ring full); events: $kinds"
     echo "memory (VmRSS, $nsamples samples every 10 s): start $rss_start kB, after warm-up (${WARM_AT} s) $rss_warm kB, max $rss_max kB, end $RSS_END kB"
     echo "drop/reset events: $n_err ($by_reason); caused by the soak itself: 0 (it sends no bad traffic); events lost by the logger: ${EVENTS_DROPPED:-?}"
     [[ ! -s $W/failures.txt ]] || { echo "failures:"; cat "$W/failures.txt"; }
