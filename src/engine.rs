@@ -151,7 +151,9 @@ pub struct Engine {
     stats: Stats,
     scratch: Vec<ConnId>,
     /// FTP control sessions, indexed by `Conn::alg`.
-    ftp: Vec<Option<FtpSession>>,
+    // Boxed: a session (about 650 bytes) is taken out for each control
+    // segment while the ALG borrows the rest of the engine.
+    ftp: Vec<Option<Box<FtpSession>>>,
     ftp_free: Vec<u32>,
     pinholes: Pinholes,
     alg_events: Vec<EventKind>,
@@ -330,7 +332,7 @@ impl Engine {
 
     /// Live FTP control sessions.
     pub fn ftp_sessions(&self) -> impl Iterator<Item = &FtpSession> {
-        self.ftp.iter().flatten()
+        self.ftp.iter().flatten().map(|b| &**b)
     }
 
     /// Use the device's real MAC (for `run`).
@@ -342,11 +344,22 @@ impl Engine {
     /// the one whose connected networks or routes contain the source address,
     /// failing that the one holding the default route.
     pub fn ingress_for(&self, frame: &[u8]) -> Option<IfIndex> {
+        self.ingress_for_source(Self::frame_source(frame)?)
+    }
+
+    /// The address `ingress_for` goes by: an IP frame's source, an ARP
+    /// frame's sender.
+    pub fn frame_source(frame: &[u8]) -> Option<IpAddr> {
         match parse_frame(frame) {
-            FrameKind::Ip(m) => self.routes.ingress_for_source(m.src),
-            FrameKind::Arp(a) => self.routes.ingress_for_source(IpAddr::V4(a.spa)),
+            FrameKind::Ip(m) => Some(m.src),
+            FrameKind::Arp(a) => Some(IpAddr::V4(a.spa)),
             _ => None,
         }
+    }
+
+    /// The interface whose networks or routes hold `src`.
+    pub fn ingress_for_source(&self, src: IpAddr) -> Option<IfIndex> {
+        self.routes.ingress_for_source(src)
     }
 
     /// Process one frame received on `ingress` at `now`. `packet` is the
@@ -1139,11 +1152,11 @@ impl Engine {
     fn add_session(&mut self, sess: FtpSession) -> u32 {
         match self.ftp_free.pop() {
             Some(i) => {
-                self.ftp[i as usize] = Some(sess);
+                self.ftp[i as usize] = Some(Box::new(sess));
                 i
             }
             None => {
-                self.ftp.push(Some(sess));
+                self.ftp.push(Some(Box::new(sess)));
                 (self.ftp.len() - 1) as u32
             }
         }
@@ -1151,7 +1164,7 @@ impl Engine {
 
     fn session_of(&mut self, control: ConnId) -> Option<&mut FtpSession> {
         let ai = self.table.get(control)?.alg?;
-        self.ftp.get_mut(ai as usize)?.as_mut()
+        self.ftp.get_mut(ai as usize)?.as_deref_mut()
     }
 
     /// An ICMP error about a packet of a known connection travels with that

@@ -264,6 +264,7 @@ pub fn run_with<R: Read>(
 
     // Capture interface → gateway interface, decided once per capture interface.
     let mut iface_map: Vec<Option<IfIndex>> = Vec::new();
+    let mut ingress_of = IngressCache::default();
     let mut drops = [0u64; DropReason::ALL.len()];
     let mut clock = Clock::default();
     let mut progress = Progress::new(!opts.quiet && io::stderr().is_terminal());
@@ -299,7 +300,7 @@ pub fn run_with<R: Read>(
         let ingress = if meta.unsupported.is_some() {
             None
         } else {
-            named.or_else(|| engines[0].ingress_for(&frame).filter(|&i| i < n_ifaces))
+            named.or_else(|| ingress_of.get(&engines[0], &frame).filter(|&i| i < n_ifaces))
         };
 
         if let (Some(ingress), true) = (ingress, bursts) {
@@ -391,6 +392,32 @@ pub fn run_with<R: Read>(
 fn match_interface(config: &Config, name: &str) -> Option<IfIndex> {
     let ifs = &config.interfaces;
     ifs.iter().position(|i| i.device.as_deref() == Some(name)).or_else(|| ifs.iter().position(|i| i.name == name))
+}
+
+/// `Engine::ingress_for` remembered per source address: a capture without
+/// interface names is split by the route lookup, which showed up at 7% of
+/// a replay's time, while a capture has few distinct sources per second.
+#[derive(Default)]
+struct IngressCache {
+    known: std::collections::HashMap<std::net::IpAddr, Option<IfIndex>, foldhash::fast::FixedState>,
+}
+
+impl IngressCache {
+    /// Bound on remembered sources; past it the cache starts again.
+    const MAX: usize = 1 << 16;
+
+    fn get(&mut self, engine: &Engine, frame: &[u8]) -> Option<IfIndex> {
+        let src = Engine::frame_source(frame)?;
+        if let Some(&i) = self.known.get(&src) {
+            return i;
+        }
+        if self.known.len() >= Self::MAX {
+            self.known.clear();
+        }
+        let i = engine.ingress_for_source(src);
+        self.known.insert(src, i);
+        i
+    }
 }
 
 /// A frame waiting for its burst.

@@ -270,6 +270,24 @@ pub struct FtpSession {
     resync: bool,
     /// Open pinholes of this session, oldest first.
     pub pinholes: VecDeque<PinholeKey>,
+    /// Buffers reused from segment to segment (three allocations per
+    /// control segment showed up in replay profiles).
+    scratch: Scratch,
+}
+
+#[derive(Default)]
+struct Scratch {
+    events: Vec<StreamEvent>,
+    emit: Vec<u8>,
+    out: Vec<u8>,
+}
+
+impl Scratch {
+    /// A buffer worth keeping: a long reply (a STAT listing) must not leave
+    /// every idle session holding its size.
+    fn keep(v: Vec<u8>) -> Vec<u8> {
+        if v.capacity() > 4096 { Vec::new() } else { v }
+    }
 }
 
 /// What the ALG needs from the engine for one segment.
@@ -324,6 +342,7 @@ impl FtpSession {
             epsv_all: false,
             resync: false,
             pinholes: VecDeque::new(),
+            scratch: Scratch::default(),
         }
     }
 
@@ -437,21 +456,27 @@ impl FtpSession {
         if b > next && !self.encrypted {
             let fresh = &seg.payload[(next - a) as usize..];
             let fresh_seq = half.isn.wrapping_add(next as u32);
-            let mut evs = Vec::new();
+            let mut evs = std::mem::take(&mut self.scratch.events);
             let half = self.halves[dir.idx()].as_mut().expect("checked");
             half.stream.push(fresh_seq, fresh, &mut evs);
             half.held.extend_from_slice(fresh);
-            for ev in evs {
-                if let Some(v) = self.on_stream_event(cx, dir, ev) {
-                    return (v, edit);
+            let mut verdict = None;
+            for ev in evs.drain(..) {
+                // After a verdict the rest of the segment's lines are not looked at.
+                if verdict.is_none() {
+                    verdict = self.on_stream_event(cx, dir, ev);
                 }
+            }
+            self.scratch.events = evs;
+            if let Some(v) = verdict {
+                return (v, edit);
             }
         } else if b > next {
             let half = self.halves[dir.idx()].as_mut().expect("checked");
             // Encrypted: no parsing; keep the offsets moving.
             let fresh = &seg.payload[(next - a) as usize..];
-            let mut evs = Vec::new();
-            half.stream.push(half.isn.wrapping_add(next as u32), fresh, &mut evs);
+            half.stream.push(half.isn.wrapping_add(next as u32), fresh, &mut self.scratch.events);
+            self.scratch.events.clear();
             half.held.extend_from_slice(fresh);
         }
 
@@ -460,7 +485,8 @@ impl FtpSession {
         let keep = if fin || self.encrypted { 0 } else { self.partial_to_hold(cx.cfg, dir) };
         let half = self.halves[dir.idx()].as_mut().expect("checked");
         let emit_len = half.held.len() - keep;
-        let mut out = Vec::with_capacity(seg.payload.len() + 32);
+        let mut out = std::mem::take(&mut self.scratch.out);
+        out.clear();
         let mut start = released_before;
         if a < released_before && b > a && (emit_len == 0 || b >= released_before) {
             // Retransmitted bytes already forwarded once: the same bytes as
@@ -476,7 +502,9 @@ impl FtpSession {
             start = a;
         }
         if emit_len > 0 {
-            let emit: Vec<u8> = half.held.drain(..emit_len).collect();
+            let mut emit = std::mem::take(&mut self.scratch.emit);
+            emit.clear();
+            emit.extend(half.held.drain(..emit_len));
             half.map_bytes(released_before, &emit, &mut out);
             if half.unacked_base + half.unacked.len() as u64 == released_before {
                 half.unacked.extend(&emit);
@@ -487,12 +515,14 @@ impl FtpSession {
                 }
             } else {
                 // A gap in what we keep (capture loss resync): start afresh here.
-                half.unacked = emit.into();
+                half.unacked = emit.iter().copied().collect();
                 half.unacked_base = released_before;
             }
             half.released += emit_len as u64;
+            self.scratch.emit = Scratch::keep(emit);
         }
         if out.is_empty() && !fin {
+            self.scratch.out = Scratch::keep(out);
             return (SegVerdict::Hold, edit);
         }
         let seq_out = half.isn.wrapping_add(half.map_fwd(start) as u32);
@@ -503,6 +533,8 @@ impl FtpSession {
         }
         if out.as_slice() != seg.payload {
             edit.payload = Some(out);
+        } else {
+            self.scratch.out = Scratch::keep(out);
         }
         (SegVerdict::Forward, edit)
     }
