@@ -11,9 +11,10 @@ use std::fs::File;
 use std::io::{self, BufWriter, IsTerminal, Read, Write};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
+use std::sync::mpsc::{Receiver, SyncSender};
 use std::time::{Duration, Instant};
 
-use crate::capture::{strip_os_error, CaptureError, CaptureReader, PcapNgOut};
+use crate::capture::{strip_os_error, CaptureError, CaptureInterface, CaptureReader, FrameMeta, PcapNgOut};
 use crate::config::{self, Config, ConfigError, IfIndex};
 use crate::engine::{BatchFrame, Engine, Sink, Verdict, BATCH};
 use crate::event::{DropReason, Endpoint, Event, EventKind};
@@ -214,9 +215,129 @@ pub fn engines(config: Config, seed: u64, workers: u16) -> Vec<Engine> {
 /// worker, see `engines`): the part of `run` that tests and benchmarks drive
 /// directly. `opts.input`/`config` only label the summary; `opts.seed` and
 /// `opts.workers` are not used (the engines have theirs).
-pub fn run_with<R: Read>(
-    mut reader: CaptureReader<R>,
+pub fn run_with<R: Read + Send>(
+    reader: CaptureReader<R>,
+    engines: Vec<Engine>,
+    config_label: &str,
+    opts: &Options,
+) -> Result<Summary, ReplayError> {
+    let format = reader.format_name();
+    std::thread::scope(|s| {
+        let (tx, rx) = std::sync::mpsc::sync_channel(4);
+        let (back_tx, back_rx) = std::sync::mpsc::sync_channel(8);
+        let reading = std::thread::Builder::new()
+            .name("ftpgate-read".into())
+            .spawn_scoped(s, move || read_ahead(reader, tx, back_rx))
+            .map_err(|e| ReplayError::Io { action: "start a thread to read", path: opts.input.clone(), cause: e.to_string() })?;
+        let feed = Feed { rx, back: back_tx, cur: Chunk::default(), pos: 0, ifaces: Vec::new(), progress: (0, None), frames: 0, warning: None };
+        let r = replay_frames(feed, engines, format, config_label, opts);
+        if reading.join().is_err() {
+            let cause = "the reading thread stopped unexpectedly".to_string();
+            return Err(ReplayError::Io { action: "read", path: opts.input.clone(), cause });
+        }
+        r
+    })
+}
+
+/// Frames per chunk handed from the reading thread to the engine's.
+const CHUNK: usize = 256;
+
+/// Frames read ahead, with what the reader knew after reading them.
+#[derive(Default)]
+struct Chunk {
+    metas: Vec<Option<FrameMeta>>,
+    /// bufs[i] holds frame i; buffers travel back and forth and are reused.
+    bufs: Vec<Vec<u8>>,
+    /// The capture's interfaces, when more were described since the last chunk.
+    ifaces: Option<Vec<CaptureInterface>>,
+    progress: (u64, Option<u64>),
+    frames: u64,
+    /// After the last frame: Ok(warning about a truncated end) or the error
+    /// that stopped reading.
+    end: Option<Result<Option<String>, CaptureError>>,
+}
+
+/// The reading thread: decode the capture into chunks, in order, until its
+/// end or an error, or until the replay stops listening. Decoding and file
+/// reading are about a fifth of a replay's work; on their own thread they
+/// overlap the engine's.
+fn read_ahead<R: Read>(mut reader: CaptureReader<R>, tx: SyncSender<Chunk>, back: Receiver<Chunk>) {
+    let mut told_ifaces = 0;
+    loop {
+        let mut c = back.try_recv().unwrap_or_default();
+        c.metas.clear();
+        let mut end = None;
+        while c.metas.len() < CHUNK {
+            let i = c.metas.len();
+            if c.bufs.len() <= i {
+                c.bufs.push(Vec::with_capacity(2048));
+            }
+            match reader.next_frame(&mut c.bufs[i]) {
+                Ok(Some(m)) => c.metas.push(Some(m)),
+                Ok(None) => {
+                    end = Some(Ok(reader.warning().map(str::to_string)));
+                    break;
+                }
+                Err(e) => {
+                    end = Some(Err(e));
+                    break;
+                }
+            }
+        }
+        c.ifaces = (reader.interfaces().len() != told_ifaces).then(|| reader.interfaces().to_vec());
+        told_ifaces = reader.interfaces().len();
+        (c.progress, c.frames) = (reader.progress(), reader.frames());
+        let last = end.is_some();
+        c.end = end;
+        if tx.send(c).is_err() || last {
+            return;
+        }
+    }
+}
+
+/// The engine thread's side of `read_ahead`: frames one at a time, as
+/// `CaptureReader::next_frame` gives them.
+struct Feed {
+    rx: Receiver<Chunk>,
+    back: SyncSender<Chunk>,
+    cur: Chunk,
+    pos: usize,
+    ifaces: Vec<CaptureInterface>,
+    progress: (u64, Option<u64>),
+    frames: u64,
+    warning: Option<String>,
+}
+
+impl Feed {
+    /// The next frame into `frame` (whose old buffer goes back to the reader).
+    fn next_frame(&mut self, frame: &mut Vec<u8>) -> Result<Option<FrameMeta>, CaptureError> {
+        loop {
+            if let Some(meta) = self.cur.metas.get_mut(self.pos).and_then(Option::take) {
+                std::mem::swap(frame, &mut self.cur.bufs[self.pos]);
+                self.pos += 1;
+                return Ok(Some(meta));
+            }
+            if let Some(end) = self.cur.end.take() {
+                self.warning = end?;
+                return Ok(None);
+            }
+            // A reading thread that died says so when joined.
+            let Ok(next) = self.rx.recv() else { return Ok(None) };
+            let used = std::mem::replace(&mut self.cur, next);
+            let _ = self.back.try_send(used);
+            self.pos = 0;
+            if let Some(ifaces) = self.cur.ifaces.take() {
+                self.ifaces = ifaces;
+            }
+            (self.progress, self.frames) = (self.cur.progress, self.cur.frames);
+        }
+    }
+}
+
+fn replay_frames(
+    mut reader: Feed,
     mut engines: Vec<Engine>,
+    format: &'static str,
     config_label: &str,
     opts: &Options,
 ) -> Result<Summary, ReplayError> {
@@ -227,7 +348,7 @@ pub fn run_with<R: Read>(
     let config: &Config = engines[0].config();
     let mut summary = Summary {
         input: opts.input.clone(),
-        format: reader.format_name(),
+        format,
         config: config_label.to_string(),
         seed: opts.seed,
         interfaces: config
@@ -292,8 +413,8 @@ pub fn run_with<R: Read>(
         sink.now = now;
         summary.frames_in += 1;
 
-        while iface_map.len() < reader.interfaces().len() {
-            let ci = &reader.interfaces()[iface_map.len()];
+        while iface_map.len() < reader.ifaces.len() {
+            let ci = &reader.ifaces[iface_map.len()];
             iface_map.push(ci.name.as_deref().and_then(|n| match_interface(engines[0].config(), n)));
         }
         let named = meta.iface.and_then(|i| iface_map[i]);
@@ -360,7 +481,7 @@ pub fn run_with<R: Read>(
             progress.clear();
             return Err(e);
         }
-        progress.update(&reader);
+        progress.update(reader.frames, reader.progress);
     }
     burst(&mut engines[0], &mut slots, n, &mut sink, &mut summary, &mut drops);
     if let Some(e) = sink.error.take() {
@@ -369,7 +490,7 @@ pub fn run_with<R: Read>(
     }
     progress.clear();
 
-    summary.warnings.extend(reader.warning().map(str::to_string));
+    summary.warnings.extend(reader.warning.take());
     let ReplaySink { out, out_path, events, events_path, generated, event_counts, .. } = sink;
     if let Some(out) = out {
         out.finish().map_err(|e| ReplayError::io("write", &out_path, &e))?;
@@ -621,7 +742,8 @@ impl Progress {
         Progress { enabled, shown: false, last: Instant::now(), calls: 0 }
     }
 
-    fn update<R: Read>(&mut self, reader: &CaptureReader<R>) {
+    /// `frames` read so far, `(bytes read, file size)`.
+    fn update(&mut self, frames: u64, (done, total): (u64, Option<u64>)) {
         if !self.enabled {
             return;
         }
@@ -631,10 +753,9 @@ impl Progress {
             return;
         }
         self.last = Instant::now();
-        let (done, total) = reader.progress();
         let pct = total.filter(|&t| t > 0).map(|t| format!(", {:.0}%", done as f64 * 100.0 / t as f64)).unwrap_or_default();
         let mut err = io::stderr().lock();
-        let _ = write!(err, "\rreplay: {} frames{pct}\x1b[K", reader.frames());
+        let _ = write!(err, "\rreplay: {frames} frames{pct}\x1b[K");
         let _ = err.flush();
         self.shown = true;
     }
