@@ -423,7 +423,7 @@ run_replay() {
     measure ref replay-suricata replay_suricata
     note replay-tshark "tshark $(tshark -v 2>/dev/null | head -1 | awk '{ print $3 }'): tshark -r FILE ${TSHARK_ARGS[*]}, 1 thread"
     note replay-suricata "suricata $(suricata -V 2>/dev/null | awk '{ print $5 }'): $SURICATA_INFO"
-    note replay-tshark "ftpgate replay -q FILE, built-in config (no NAT, FTP inspection), 1 thread"
+    note replay-tshark "ftpgate replay -q FILE, built-in config (no NAT, FTP inspection), 2 threads (reading, engine)"
 }
 
 # ---------------------------------------------------------------------------
