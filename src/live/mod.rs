@@ -425,11 +425,7 @@ fn merge_metrics(all: &[snapshot::Metrics]) -> snapshot::Metrics {
             m.tx.resize(o.tx.len(), Default::default());
         }
         for (x, y) in m.tx.iter_mut().zip(&o.tx) {
-            x.frames += y.frames;
-            x.bytes += y.bytes;
-            x.oversized += y.oversized;
-            x.errors += y.errors;
-            x.ignored += y.ignored;
+            x.add(y);
         }
         for (x, y) in m.events.iter_mut().zip(o.events) {
             *x += y;

@@ -546,9 +546,6 @@ impl RingRx {
     /// Take the frame at `head` into `batch` and give its slot back.
     fn take(&mut self, batch: &mut Batch) {
         let slot = self.ring.slot(self.head);
-        // SAFETY: the slot is ours (TP_STATUS_USER, acquired in `ready`) until
-        // we hand it back below; it is frame_size bytes inside the mapping.
-        let bytes = unsafe { std::slice::from_raw_parts(slot as *const u8, self.ring.frame_size) };
         // SAFETY: a tpacket2_hdr (32 bytes, no invalid bit patterns) starts each 16-aligned slot.
         let h = unsafe { std::ptr::read(slot as *const libc::tpacket2_hdr) };
         if h.tp_status & libc::TP_STATUS_COPY != 0 {
@@ -556,12 +553,16 @@ impl RingRx {
             // ring order, so the next datagram there is this frame.
             match self.read_big() {
                 Some(n) => {
-                    let full = libc::tpacket2_hdr { tp_mac: VNET_HDR_LEN as u16, tp_snaplen: (n - VNET_HDR_LEN) as u32, tp_len: (n - VNET_HDR_LEN) as u32, ..h };
-                    rx_frame(self.vnet, self.max_frame, &full, &self.big[..n], batch);
+                    let len = (n - VNET_HDR_LEN) as u32;
+                    let whole = libc::tpacket2_hdr { tp_mac: VNET_HDR_LEN as u16, tp_snaplen: len, tp_len: len, ..h };
+                    rx_frame(self.vnet, self.max_frame, &whole, &self.big[..n], batch);
                 }
                 None => batch.oversized += 1,
             }
         } else {
+            // SAFETY: the slot is ours (TP_STATUS_USER, acquired in `ready`) until
+            // we hand it back below; it is frame_size bytes inside the mapping.
+            let bytes = unsafe { std::slice::from_raw_parts(slot as *const u8, self.ring.frame_size) };
             rx_frame(self.vnet, self.max_frame, &h, bytes, batch);
         }
         self.ring.status(self.head).store(libc::TP_STATUS_KERNEL, Ordering::Release);

@@ -40,6 +40,17 @@ pub struct TxCounters {
     pub ignored: u64,
 }
 
+impl TxCounters {
+    /// Fold another worker's counters for the same interface into these.
+    pub fn add(&mut self, o: &TxCounters) {
+        self.frames += o.frames;
+        self.bytes += o.bytes;
+        self.oversized += o.oversized;
+        self.errors += o.errors;
+        self.ignored += o.ignored;
+    }
+}
+
 /// The worker's counters as of its last publication.
 #[derive(Clone, Debug, Default)]
 pub struct Metrics {
