@@ -464,6 +464,8 @@ impl Engine {
                 }
                 keep
             });
+            // The map iterates in its random hasher's order: log in a stable one.
+            gone.sort_unstable_by_key(|g| g.0);
             for (key, session, control) in gone {
                 if let Some(sess) = self.session_of(control) {
                     sess.pinholes.retain(|k| *k != key);
