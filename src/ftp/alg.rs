@@ -44,6 +44,11 @@ const MAX_PENDING: usize = 256;
 const MAX_HELD_REPLY: usize = 8192;
 /// Rewrites remembered per direction before the oldest acknowledged ones are folded.
 const MAX_REWRITES: usize = 64;
+/// First capacity of a session's byte buffers (a few control lines), given
+/// at the first payload: control sessions are short, and growing from empty
+/// one segment at a time cost several reallocations per buffer per session.
+/// Not earlier, so a SYN flood's half-open sessions do not get them.
+const FIRST_BUF: usize = 256;
 
 /// The commands that carry or ask for a data-connection address.
 const ADDRESS_VERBS: [&str; 6] = ["PORT", "EPRT", "LPRT", "PASV", "EPSV", "LPSV"];
@@ -154,7 +159,7 @@ impl Half {
             blocked: None,
             multiline: None,
             peer_acked: 0,
-            unacked: std::collections::VecDeque::new(),
+            unacked: VecDeque::new(),
             unacked_base: 0,
             ml_lines: Vec::new(),
         }
@@ -169,6 +174,14 @@ impl Half {
         h.stream.skip_to(seq, &mut lost);
         h.released = h.stream.next_offset();
         h
+    }
+
+    /// See `Scratch::ready`.
+    fn ready(&mut self) {
+        reserve_first(&mut self.held);
+        if self.unacked.capacity() == 0 {
+            self.unacked.reserve(FIRST_BUF);
+        }
     }
 
     fn shifted(&self) -> bool {
@@ -243,6 +256,13 @@ impl Half {
     }
 }
 
+/// `FIRST_BUF` of room for a buffer that has none.
+fn reserve_first(v: &mut Vec<u8>) {
+    if v.capacity() == 0 {
+        v.reserve(FIRST_BUF);
+    }
+}
+
 fn add(o: u64, d: i64) -> u64 {
     (o as i64 + d).max(0) as u64
 }
@@ -286,6 +306,13 @@ struct Scratch {
 }
 
 impl Scratch {
+    /// Give buffers that are still (or again) empty their first capacity.
+    fn ready(&mut self) {
+        self.found.reserve_first(FIRST_BUF, 4);
+        reserve_first(&mut self.emit);
+        reserve_first(&mut self.out);
+    }
+
     /// Largest buffer worth keeping: a long reply (a STAT listing) must not
     /// leave every idle session holding its size.
     const KEEP: usize = 4096;
@@ -461,8 +488,10 @@ impl FtpSession {
         if b > next && !self.encrypted {
             let fresh = &seg.payload[(next - a) as usize..];
             let fresh_seq = half.isn.wrapping_add(next as u32);
+            self.scratch.ready();
             let mut found = std::mem::take(&mut self.scratch.found);
             let half = self.halves[dir.idx()].as_mut().expect("checked");
+            half.ready();
             half.stream.push(fresh_seq, fresh, &mut found);
             half.held.extend_from_slice(fresh);
             let mut verdict = None;
@@ -479,7 +508,9 @@ impl FtpSession {
                 return (v, edit);
             }
         } else if b > next {
+            self.scratch.ready();
             let half = self.halves[dir.idx()].as_mut().expect("checked");
+            half.ready();
             // Encrypted: no parsing; keep the offsets moving.
             let fresh = &seg.payload[(next - a) as usize..];
             half.stream.push(half.isn.wrapping_add(next as u32), fresh, &mut self.scratch.found);

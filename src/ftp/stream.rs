@@ -110,6 +110,17 @@ pub enum Found<'a> {
 }
 
 impl Batch {
+    /// Room for `text` bytes of lines and `items` items, for a batch that
+    /// has none yet (growing from empty a line at a time reallocates often).
+    pub fn reserve_first(&mut self, text: usize, items: usize) {
+        if self.text.capacity() == 0 {
+            self.text.reserve(text);
+        }
+        if self.found.capacity() == 0 {
+            self.found.reserve(items);
+        }
+    }
+
     /// Forget what was found. A text buffer grown past `keep` bytes (a
     /// segment full of lines) is released rather than kept for the next.
     pub fn clear(&mut self, keep: usize) {
