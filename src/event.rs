@@ -267,7 +267,12 @@ pub fn loggable_line(line: &[u8]) -> String {
     if line[..verb_end].eq_ignore_ascii_case(b"PASS") {
         return "PASS ****".to_string();
     }
-    String::from_utf8_lossy(line).into_owned()
+    // Nearly every line is valid UTF-8: checking that and copying is cheaper
+    // than the lossy decoder's walk, which only invalid lines need.
+    match std::str::from_utf8(line) {
+        Ok(text) => text.to_owned(),
+        Err(_) => String::from_utf8_lossy(line).into_owned(),
+    }
 }
 
 #[cfg(test)]
@@ -302,5 +307,13 @@ mod tests {
         assert_eq!(loggable_line(b"PASS hunter2"), "PASS ****");
         assert_eq!(loggable_line(b"pass x"), "PASS ****");
         assert_eq!(loggable_line(b"USER bob"), "USER bob");
+    }
+
+    #[test]
+    fn lines_are_logged_as_lossy_utf8() {
+        assert_eq!(loggable_line("CWD /caf\u{e9}".as_bytes()), "CWD /caf\u{e9}");
+        assert_eq!(loggable_line(b"CWD /caf\xe9\xff"), "CWD /caf\u{fffd}\u{fffd}");
+        assert_eq!(loggable_line(b""), "");
+        assert_eq!(loggable_line(b"PASS \xff"), "PASS ****");
     }
 }

@@ -29,7 +29,7 @@ use crate::config::{Action, Ftp, IfIndex, OnViolation, PasvMismatch, ZeroAddress
 use crate::conntrack::{Conn, ConnId, Dir, Table, Tuple};
 use crate::event::{loggable_line, DropReason, EventKind, Session};
 use crate::ftp::parse::{self, Command, ParseError};
-use crate::ftp::stream::{LineStream, StreamEvent};
+use crate::ftp::stream::{Batch, Found, LineStream};
 use crate::nat::PortAllocator;
 use crate::time::Nanos;
 use crate::wire::{tcp_flags, PROTO_TCP};
@@ -44,6 +44,14 @@ const MAX_PENDING: usize = 256;
 const MAX_HELD_REPLY: usize = 8192;
 /// Rewrites remembered per direction before the oldest acknowledged ones are folded.
 const MAX_REWRITES: usize = 64;
+/// First capacity of a session's byte buffers (a few control lines), given
+/// at the first payload: control sessions are short, and growing from empty
+/// one segment at a time cost several reallocations per buffer per session.
+/// Not earlier, so a SYN flood's half-open sessions do not get them.
+const FIRST_BUF: usize = 256;
+
+/// The commands that carry or ask for a data-connection address.
+const ADDRESS_VERBS: [&str; 6] = ["PORT", "EPRT", "LPRT", "PASV", "EPSV", "LPSV"];
 
 /// Where a pinhole waits: the address and port the data connection will be
 /// sent to, as it arrives at the gateway.
@@ -151,7 +159,7 @@ impl Half {
             blocked: None,
             multiline: None,
             peer_acked: 0,
-            unacked: std::collections::VecDeque::new(),
+            unacked: VecDeque::new(),
             unacked_base: 0,
             ml_lines: Vec::new(),
         }
@@ -166,6 +174,14 @@ impl Half {
         h.stream.skip_to(seq, &mut lost);
         h.released = h.stream.next_offset();
         h
+    }
+
+    /// See `Scratch::ready`.
+    fn ready(&mut self) {
+        reserve_first(&mut self.held);
+        if self.unacked.capacity() == 0 {
+            self.unacked.reserve(FIRST_BUF);
+        }
     }
 
     fn shifted(&self) -> bool {
@@ -240,6 +256,13 @@ impl Half {
     }
 }
 
+/// `FIRST_BUF` of room for a buffer that has none.
+fn reserve_first(v: &mut Vec<u8>) {
+    if v.capacity() == 0 {
+        v.reserve(FIRST_BUF);
+    }
+}
+
 fn add(o: u64, d: i64) -> u64 {
     (o as i64 + d).max(0) as u64
 }
@@ -271,22 +294,31 @@ pub struct FtpSession {
     /// Open pinholes of this session, oldest first.
     pub pinholes: VecDeque<PinholeKey>,
     /// Buffers reused from segment to segment (three allocations per
-    /// control segment showed up in replay profiles).
+    /// control segment, and one per line, showed up in replay profiles).
     scratch: Scratch,
 }
 
 #[derive(Default)]
 struct Scratch {
-    events: Vec<StreamEvent>,
+    found: Batch,
     emit: Vec<u8>,
     out: Vec<u8>,
 }
 
 impl Scratch {
-    /// A buffer worth keeping: a long reply (a STAT listing) must not leave
-    /// every idle session holding its size.
+    /// Give buffers that are still (or again) empty their first capacity.
+    fn ready(&mut self) {
+        self.found.reserve_first(FIRST_BUF, 4);
+        reserve_first(&mut self.emit);
+        reserve_first(&mut self.out);
+    }
+
+    /// Largest buffer worth keeping: a long reply (a STAT listing) must not
+    /// leave every idle session holding its size.
+    const KEEP: usize = 4096;
+
     fn keep(v: Vec<u8>) -> Vec<u8> {
-        if v.capacity() > 4096 { Vec::new() } else { v }
+        if v.capacity() > Self::KEEP { Vec::new() } else { v }
     }
 }
 
@@ -456,27 +488,33 @@ impl FtpSession {
         if b > next && !self.encrypted {
             let fresh = &seg.payload[(next - a) as usize..];
             let fresh_seq = half.isn.wrapping_add(next as u32);
-            let mut evs = std::mem::take(&mut self.scratch.events);
+            self.scratch.ready();
+            let mut found = std::mem::take(&mut self.scratch.found);
             let half = self.halves[dir.idx()].as_mut().expect("checked");
-            half.stream.push(fresh_seq, fresh, &mut evs);
+            half.ready();
+            half.stream.push(fresh_seq, fresh, &mut found);
             half.held.extend_from_slice(fresh);
             let mut verdict = None;
-            for ev in evs.drain(..) {
-                // After a verdict the rest of the segment's lines are not looked at.
-                if verdict.is_none() {
-                    verdict = self.on_stream_event(cx, dir, ev);
+            for ev in found.iter() {
+                verdict = self.on_stream_event(cx, dir, ev);
+                if verdict.is_some() {
+                    // The rest of the segment's lines are not looked at.
+                    break;
                 }
             }
-            self.scratch.events = evs;
+            found.clear(Scratch::KEEP);
+            self.scratch.found = found;
             if let Some(v) = verdict {
                 return (v, edit);
             }
         } else if b > next {
+            self.scratch.ready();
             let half = self.halves[dir.idx()].as_mut().expect("checked");
+            half.ready();
             // Encrypted: no parsing; keep the offsets moving.
             let fresh = &seg.payload[(next - a) as usize..];
-            half.stream.push(half.isn.wrapping_add(next as u32), fresh, &mut self.scratch.events);
-            self.scratch.events.clear();
+            half.stream.push(half.isn.wrapping_add(next as u32), fresh, &mut self.scratch.found);
+            self.scratch.found.clear(Scratch::KEEP);
             half.held.extend_from_slice(fresh);
         }
 
@@ -588,7 +626,7 @@ impl FtpSession {
                 let seen = seen.trim_ascii_start();
                 cfg.strict
                     || partial.contains(&0xff)
-                    || ["PORT", "EPRT", "LPRT", "PASV", "EPSV", "LPSV"].iter().any(|v| prefix_of(seen, v))
+                    || ADDRESS_VERBS.iter().any(|v| prefix_of(seen, v))
                     || cfg.deny_commands.iter().any(|v| prefix_of(seen, v))
             }
             Dir::Reply => {
@@ -613,14 +651,14 @@ impl FtpSession {
         }
     }
 
-    fn on_stream_event(&mut self, cx: &mut Ctx<'_>, dir: Dir, ev: StreamEvent) -> Option<SegVerdict> {
+    fn on_stream_event(&mut self, cx: &mut Ctx<'_>, dir: Dir, ev: Found<'_>) -> Option<SegVerdict> {
         match ev {
-            StreamEvent::Line(line) => self.on_line(cx, dir, line.start, &line.text, line.term),
-            StreamEvent::Overlong { start } => {
+            Found::Line { start, text, term } => self.on_line(cx, dir, start, text, term),
+            Found::Overlong { start } => {
                 let detail = format!("control line longer than {MAX_LINE} bytes");
                 Some(self.violation(cx, dir, start, DropReason::Malformed, detail))
             }
-            StreamEvent::Gap { .. } => None,
+            Found::Gap { .. } => None,
         }
     }
 
@@ -663,12 +701,15 @@ impl FtpSession {
                 return self.refuse(cx, start, old_len, DropReason::Malformed, detail);
             }
         };
-        let verb = String::from_utf8_lossy(text.split(|&b| b == b' ').next().unwrap_or(b"")).to_ascii_uppercase();
+        // Borrowed unless the verb is not UTF-8. It is compared without
+        // case; the upper-case copy is made only for a refusal's message.
+        let word = String::from_utf8_lossy(text.split(|&b| b == b' ').next().unwrap_or(b""));
+        let verb = || word.to_ascii_uppercase();
         let passive_refusal = |s: &Self| -> Option<String> {
             if cx.cfg.passive == Action::Deny {
-                Some(format!("{verb}: passive mode is not allowed by the gateway (ftp.passive: deny)"))
-            } else if s.epsv_all && verb != "EPSV" {
-                Some(format!("{verb}: refused after EPSV ALL (RFC 2428)"))
+                Some(format!("{}: passive mode is not allowed by the gateway (ftp.passive: deny)", verb()))
+            } else if s.epsv_all && !word.eq_ignore_ascii_case("EPSV") {
+                Some(format!("{}: refused after EPSV ALL (RFC 2428)", verb()))
             } else {
                 None
             }
@@ -693,7 +734,7 @@ impl FtpSession {
                 None
             }
             Command::Lprt | Command::Lpsv => {
-                let why = format!("{verb}: long-address modes (RFC 1639) are not supported by the gateway");
+                let why = format!("{}: long-address modes (RFC 1639) are not supported by the gateway", verb());
                 self.refuse(cx, start, old_len, DropReason::ModeDenied, why)
             }
             Command::Auth(_) => {
@@ -701,8 +742,8 @@ impl FtpSession {
                 None
             }
             Command::Other { .. } => {
-                if cx.cfg.deny_commands.iter().any(|d| d.eq_ignore_ascii_case(&verb)) {
-                    let why = format!("{verb}: command not allowed by the gateway (ftp.deny_commands)");
+                if cx.cfg.deny_commands.iter().any(|d| d.eq_ignore_ascii_case(&word)) {
+                    let why = format!("{}: command not allowed by the gateway (ftp.deny_commands)", verb());
                     return self.refuse(cx, start, old_len, DropReason::CommandDenied, why);
                 }
                 self.push_other();
@@ -1163,12 +1204,15 @@ fn disguised_verb(line: &[u8], denied: &[String]) -> Option<String> {
     let clean = telnet_clean(line);
     let trimmed = clean.trim_ascii_start();
     let end = trimmed.iter().position(|b| b.is_ascii_whitespace()).unwrap_or(trimmed.len());
-    let verb = String::from_utf8_lossy(&trimmed[..end]).to_ascii_uppercase();
-    let acted_on = ["PORT", "EPRT", "LPRT", "PASV", "EPSV", "LPSV"].contains(&verb.as_str())
-        || denied.iter().any(|d| d.eq_ignore_ascii_case(&verb));
+    // Borrowed unless the word is not UTF-8; compared without case, so the
+    // upper-case copy is made only for a verb the gateway acts on.
+    let word = String::from_utf8_lossy(&trimmed[..end]);
+    let acted_on = ADDRESS_VERBS.iter().any(|v| v.eq_ignore_ascii_case(&word))
+        || denied.iter().any(|d| d.eq_ignore_ascii_case(&word));
     if !acted_on {
         return None;
     }
+    let verb = word.to_ascii_uppercase();
     let plain = line.len() >= end && line[..end].eq_ignore_ascii_case(verb.as_bytes()) && matches!(line.get(end), None | Some(b' '));
     (!plain).then_some(verb)
 }
@@ -1275,5 +1319,153 @@ mod tests {
         assert_eq!(partial_line(b"USER a\r\n"), b"");
         assert_eq!(strict_problem(b"PORT 1,2,3,4,5,6", 1), Some("line ends with a bare LF, not CRLF (ftp.strict)"));
         assert_eq!(strict_problem(b"NOOP", 2), None);
+    }
+
+    #[test]
+    fn telnet_clean_borrows_a_plain_line() {
+        assert!(matches!(telnet_clean(b"PORT 1,2,3,4,5,6"), std::borrow::Cow::Borrowed(b"PORT 1,2,3,4,5,6")));
+        let cleaned = telnet_clean(b"PO\xff\xf1RT \xff\xfb\x01x\xff\xff");
+        assert!(matches!(cleaned, std::borrow::Cow::Owned(_)));
+        assert_eq!(&*cleaned, b"PORT x\xff");
+    }
+
+    #[test]
+    fn disguised_verbs() {
+        let denied = ["DELE".to_string()];
+        for plain in [&b"PORT 1,2,3,4,5,6"[..], b"port 1,2", b"PASV", b"USER x", b" USER x", b"dele x", b"PO\x80RT 1", b"PASV  ", b""] {
+            assert_eq!(disguised_verb(plain, &denied), None, "{:?}", String::from_utf8_lossy(plain));
+        }
+        for (line, verb) in [
+            (&b" PORT 1,2"[..], "PORT"),
+            (b"PO\xff\xf1RT 1,2", "PORT"),
+            (b"eprt\t|1|", "EPRT"),
+            (b"pasv\r", "PASV"),
+            (b"\tDeLe x", "DELE"),
+        ] {
+            assert_eq!(disguised_verb(line, &denied).as_deref(), Some(verb), "{:?}", String::from_utf8_lossy(line));
+        }
+    }
+
+    /// Allocations made by this thread (tests run on several threads).
+    mod counting {
+        use std::alloc::{GlobalAlloc, Layout, System};
+        use std::cell::Cell;
+
+        thread_local! {
+            static ALLOCS: Cell<u64> = const { Cell::new(0) };
+        }
+
+        pub struct Counting;
+
+        fn count() {
+            let _ = ALLOCS.try_with(|n| n.set(n.get() + 1));
+        }
+
+        // SAFETY: forwards every call to the system allocator unchanged; only counts.
+        unsafe impl GlobalAlloc for Counting {
+            unsafe fn alloc(&self, l: Layout) -> *mut u8 {
+                count();
+                unsafe { System.alloc(l) }
+            }
+            unsafe fn alloc_zeroed(&self, l: Layout) -> *mut u8 {
+                count();
+                unsafe { System.alloc_zeroed(l) }
+            }
+            unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
+                count();
+                unsafe { System.realloc(p, l, n) }
+            }
+            unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
+                unsafe { System.dealloc(p, l) }
+            }
+        }
+
+        #[global_allocator]
+        static A: Counting = Counting;
+
+        pub fn allocs() -> u64 {
+            ALLOCS.with(|n| n.get())
+        }
+    }
+
+    #[test]
+    fn plain_lines_allocate_once_each() {
+        use crate::config::PortMode;
+        use crate::conntrack::{State, TcpDir};
+
+        let orig = Tuple {
+            src: "192.0.2.10".parse().unwrap(),
+            dst: "198.51.100.20".parse().unwrap(),
+            sport: 40000,
+            dport: 21,
+            proto: PROTO_TCP,
+        };
+        let conn = Conn {
+            orig,
+            reply: orig.reversed(),
+            state: State::Established,
+            expires: Nanos(0),
+            ifaces: [0, 1],
+            macs: [[0; 6]; 2],
+            tcp: [TcpDir::default(); 2],
+            alg: None,
+            parent: None,
+            ended: false,
+        };
+        let cfg = Ftp::default();
+        let table = Table::new(1, 64);
+        let mut ports = PortAllocator::new(1);
+        let pinholes = new_pinholes();
+        let mut events = Vec::new();
+        let mut ftp = FtpSession::new(0, &conn, 1000);
+        ftp.server_isn(5000);
+        let (mut c, mut s) = (1000u32, 5000u32);
+        // Each round: commands one per segment and two in one segment, a
+        // command and a reply cut across segments, replies to all.
+        let client: [&[u8]; 4] = [b"CWD /pub\r\n", b"TYPE I\r\nPWD\r\n", b"SIZE read", b"me.txt\r\n"];
+        let server: [&[u8]; 4] = [b"250 Directory changed\r\n", b"200 Type set to I\r\n257 \"/pub\"\r\n", b"213 1", b"234\r\n"];
+        let lines_per_round = 8;
+        let mut round = |ftp: &mut FtpSession, events: &mut Vec<EventKind>| {
+            for (dir, payloads) in [(Dir::Orig, client), (Dir::Reply, server)] {
+                for p in payloads {
+                    let (seq, ack) = if dir == Dir::Orig { (c, s) } else { (s, c) };
+                    let mut cx = Ctx {
+                        cfg: &cfg,
+                        now: Nanos(0),
+                        conn: &conn,
+                        table: &table,
+                        ports: &mut ports,
+                        pinholes: &pinholes,
+                        nat_ports: PortMode::Random,
+                        events: &mut *events,
+                        capture: false,
+                        worker: 0,
+                    };
+                    let seg = Seg { seq, ack, flags: tcp_flags::ACK | tcp_flags::PSH, payload: p };
+                    let (verdict, edit) = ftp.on_segment(&mut cx, dir, &seg);
+                    assert_eq!((verdict, edit), (SegVerdict::Forward, Edit::default()));
+                    if dir == Dir::Orig {
+                        c = c.wrapping_add(p.len() as u32);
+                    } else {
+                        s = s.wrapping_add(p.len() as u32);
+                    }
+                }
+            }
+        };
+        // Warm up the reused buffers and the event list.
+        for _ in 0..4 {
+            round(&mut ftp, &mut events);
+            assert_eq!(events.len(), lines_per_round);
+            events.clear();
+        }
+        let before = counting::allocs();
+        for _ in 0..50 {
+            round(&mut ftp, &mut events);
+            events.clear();
+        }
+        let during = counting::allocs() - before;
+        // One per line: the String the event carries.
+        assert_eq!(during, 50 * lines_per_round as u64);
+        assert_eq!(ftp.pending_replies(), 0);
     }
 }

@@ -22,9 +22,12 @@
 //!   bytes of a hole declared lost are ignored if they turn up later.
 //! - Each `skip_to` or overflow that skips bytes emits its own `Gap`, even
 //!   while already discarding.
-//! - Allocation: in-order segments only grow the reused line buffer; each
-//!   emitted `Line` owns its text (one allocation per complete line). Only
-//!   out-of-order segments allocate for holding.
+//! - Allocation: in-order segments only grow the reused line buffer. What
+//!   is found goes to a [`Sink`]: into a `Vec<StreamEvent>` each line owns
+//!   its text (one allocation per line, simple to test against); into a
+//!   [`Batch`] the texts share one buffer reused from push to push, so a warm
+//!   stream allocates nothing per line (the ALG's path). Only out-of-order
+//!   segments allocate for holding.
 //! - Sequence numbers are compared with serial-number arithmetic relative to
 //!   the next expected byte: a segment up to 2^31 bytes behind it is old, up
 //!   to 2^31 ahead is new. Stream offsets are u64, so they do not wrap.
@@ -56,6 +59,108 @@ pub enum StreamEvent {
     /// parsing resumes after the next LF. `at` is the offset of the first
     /// lost byte.
     Gap { at: u64 },
+}
+
+/// Where the line machine puts what it finds, in stream order.
+pub trait Sink {
+    /// A complete line at stream offset `start`: `text` without its
+    /// terminator, which is `term` bytes long (2 for CRLF, 1 for bare LF).
+    fn line(&mut self, start: u64, text: &[u8], term: u8);
+    /// See [`StreamEvent::Overlong`].
+    fn overlong(&mut self, start: u64);
+    /// See [`StreamEvent::Gap`].
+    fn gap(&mut self, at: u64);
+}
+
+impl Sink for Vec<StreamEvent> {
+    fn line(&mut self, start: u64, text: &[u8], term: u8) {
+        self.push(StreamEvent::Line(Line { start, text: text.to_vec(), term }));
+    }
+    fn overlong(&mut self, start: u64) {
+        self.push(StreamEvent::Overlong { start });
+    }
+    fn gap(&mut self, at: u64) {
+        self.push(StreamEvent::Gap { at });
+    }
+}
+
+/// What pushes found, kept without an allocation per line: the line texts
+/// sit end to end in one buffer, and the caller reads them back through
+/// [`Batch::iter`] before clearing the batch for the next segment.
+#[derive(Default)]
+pub struct Batch {
+    text: Vec<u8>,
+    found: Vec<Stored>,
+}
+
+/// A `Found` with its text as a range of `Batch::text`.
+#[derive(Clone, Copy)]
+enum Stored {
+    Line { start: u64, text: (usize, usize), term: u8 },
+    Overlong { start: u64 },
+    Gap { at: u64 },
+}
+
+/// One item of a [`Batch`]: a [`StreamEvent`] whose line borrows its text.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Found<'a> {
+    Line { start: u64, text: &'a [u8], term: u8 },
+    Overlong { start: u64 },
+    Gap { at: u64 },
+}
+
+impl Batch {
+    /// Room for `text` bytes of lines and `items` items, for a batch that
+    /// has none yet (growing from empty a line at a time reallocates often).
+    pub fn reserve_first(&mut self, text: usize, items: usize) {
+        if self.text.capacity() == 0 {
+            self.text.reserve(text);
+        }
+        if self.found.capacity() == 0 {
+            self.found.reserve(items);
+        }
+    }
+
+    /// Forget what was found. A text buffer grown past `keep` bytes (a
+    /// segment full of lines) is released rather than kept for the next.
+    pub fn clear(&mut self, keep: usize) {
+        if self.text.capacity() > keep {
+            self.text = Vec::new();
+        }
+        self.text.clear();
+        self.found.clear();
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.found.is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        self.found.len()
+    }
+
+    /// What was found since the last `clear`, in stream order.
+    pub fn iter(&self) -> impl Iterator<Item = Found<'_>> + '_ {
+        self.found.iter().map(|f| match *f {
+            Stored::Line { start, text: (a, b), term } => Found::Line { start, text: &self.text[a..b], term },
+            Stored::Overlong { start } => Found::Overlong { start },
+            Stored::Gap { at } => Found::Gap { at },
+        })
+    }
+}
+
+impl Sink for Batch {
+    fn line(&mut self, start: u64, text: &[u8], term: u8) {
+        let a = self.text.len();
+        self.text.extend_from_slice(text);
+        self.found.push(Stored::Line { start, text: (a, self.text.len()), term });
+    }
+    fn overlong(&mut self, start: u64) {
+        self.found.push(Stored::Overlong { start });
+    }
+    fn gap(&mut self, at: u64) {
+        self.found.push(Stored::Gap { at });
+    }
 }
 
 /// Contiguous out-of-order bytes starting at a stream offset. A deque, so a
@@ -112,11 +217,11 @@ impl LineStream {
     }
 
     /// Feed one segment's payload at sequence number `seq`; complete lines and
-    /// problems are pushed to `out` in stream order. Returns the number of new
+    /// problems go to `out` in stream order. Returns the number of new
     /// in-order bytes accepted, i.e. how far `next_offset()` advanced (which
     /// includes held bytes this segment released, and is 0 for a segment that
     /// was only held or only retransmitted old bytes).
-    pub fn push(&mut self, seq: u32, payload: &[u8], out: &mut Vec<StreamEvent>) -> usize {
+    pub fn push<S: Sink>(&mut self, seq: u32, payload: &[u8], out: &mut S) -> usize {
         let before = self.next;
         let off = self.rel(seq);
         let end = off + payload.len() as i128;
@@ -139,7 +244,7 @@ impl LineStream {
     /// line is dropped and parsing resumes after the next LF at or beyond
     /// `seq`. Held data beyond `seq` is kept. A `seq` at or before the next
     /// expected byte does nothing.
-    pub fn skip_to(&mut self, seq: u32, out: &mut Vec<StreamEvent>) {
+    pub fn skip_to<S: Sink>(&mut self, seq: u32, out: &mut S) {
         let off = self.rel(seq);
         if off > i128::from(self.next) {
             self.lose_until(off as u64, out);
@@ -198,7 +303,7 @@ impl LineStream {
 
     /// In-order bytes starting at `off` (<= `next`). Where they overlap held
     /// data, the held bytes (seen first) are the ones fed.
-    fn deliver(&mut self, mut off: u64, mut data: &[u8], out: &mut Vec<StreamEvent>) {
+    fn deliver<S: Sink>(&mut self, mut off: u64, mut data: &[u8], out: &mut S) {
         loop {
             self.release(out);
             if off < self.next {
@@ -220,7 +325,7 @@ impl LineStream {
     }
 
     /// Feed held runs that `next` has reached.
-    fn release(&mut self, out: &mut Vec<StreamEvent>) {
+    fn release<S: Sink>(&mut self, out: &mut S) {
         while self.runs.first().is_some_and(|r| r.start <= self.next) {
             let run = self.runs.remove(0);
             self.held -= run.data.len();
@@ -238,7 +343,7 @@ impl LineStream {
     }
 
     /// A segment starting beyond `next`.
-    fn hold(&mut self, off: u64, data: &[u8], out: &mut Vec<StreamEvent>) {
+    fn hold<S: Sink>(&mut self, off: u64, data: &[u8], out: &mut S) {
         // Each failed attempt declares one hole lost, which removes a run or
         // makes the segment in-order: at most MAX_HELD_RUNS + 1 rounds.
         loop {
@@ -315,8 +420,8 @@ impl LineStream {
     }
 
     /// Bytes from `next` up to `target` are lost.
-    fn lose_until(&mut self, target: u64, out: &mut Vec<StreamEvent>) {
-        out.push(StreamEvent::Gap { at: self.next });
+    fn lose_until<S: Sink>(&mut self, target: u64, out: &mut S) {
+        out.gap(self.next);
         self.buf.clear();
         self.cr = false;
         self.discard = true;
@@ -326,7 +431,7 @@ impl LineStream {
     }
 
     /// The line machine: in-order bytes at `next`.
-    fn feed(&mut self, mut data: &[u8], out: &mut Vec<StreamEvent>) {
+    fn feed<S: Sink>(&mut self, mut data: &[u8], out: &mut S) {
         while !data.is_empty() {
             match data.iter().position(|&b| b == b'\n') {
                 None => {
@@ -345,7 +450,7 @@ impl LineStream {
     }
 
     /// Bytes of the current line, no LF among them.
-    fn absorb(&mut self, chunk: &[u8], out: &mut Vec<StreamEvent>) {
+    fn absorb<S: Sink>(&mut self, chunk: &[u8], out: &mut S) {
         if self.discard || chunk.is_empty() {
             return;
         }
@@ -368,7 +473,7 @@ impl LineStream {
     }
 
     /// The bytes before an LF: the line is complete.
-    fn end_line(&mut self, chunk: &[u8], out: &mut Vec<StreamEvent>) {
+    fn end_line<S: Sink>(&mut self, chunk: &[u8], out: &mut S) {
         if self.discard {
             self.discard = false;
             return;
@@ -383,24 +488,22 @@ impl LineStream {
             self.overlong(out);
             return;
         }
-        let text = if self.buf.is_empty() && !lead_cr {
-            body.to_vec()
+        if self.buf.is_empty() && !lead_cr {
+            // The whole line is in this chunk: hand it out from there.
+            out.line(self.line_start, body, term);
         } else {
-            let mut t = Vec::with_capacity(len);
-            t.extend_from_slice(&self.buf);
             if lead_cr {
-                t.push(b'\r');
+                self.buf.push(b'\r');
             }
-            t.extend_from_slice(body);
-            t
-        };
-        self.buf.clear();
+            self.buf.extend_from_slice(body);
+            out.line(self.line_start, &self.buf, term);
+            self.buf.clear();
+        }
         self.cr = false;
-        out.push(StreamEvent::Line(Line { start: self.line_start, text, term }));
     }
 
-    fn overlong(&mut self, out: &mut Vec<StreamEvent>) {
-        out.push(StreamEvent::Overlong { start: self.line_start });
+    fn overlong<S: Sink>(&mut self, out: &mut S) {
+        out.overlong(self.line_start);
         self.buf.clear();
         self.cr = false;
     }
@@ -682,5 +785,104 @@ mod tests {
         s.skip_to(0x7fff_fff0, &mut out);
         s.push(0x7fff_fff3, b"\nQUIT\n", &mut out);
         assert_eq!(out[1..], [StreamEvent::Gap { at: 6 }, line(0x7fff_fff4, "QUIT", 1)]);
+    }
+
+    /// A `Batch` as owned events, to compare with the `Vec<StreamEvent>` sink.
+    fn owned(b: &Batch) -> Vec<StreamEvent> {
+        b.iter()
+            .map(|f| match f {
+                Found::Line { start, text, term } => StreamEvent::Line(Line { start, text: text.to_vec(), term }),
+                Found::Overlong { start } => StreamEvent::Overlong { start },
+                Found::Gap { at } => StreamEvent::Gap { at },
+            })
+            .collect()
+    }
+
+    #[test]
+    fn batch_line_spanning_several_pushes_comes_out_whole() {
+        let mut s = LineStream::new(50, 512, 0);
+        let mut b = Batch::default();
+        // Cut inside the verb, between CR and LF, and a line that starts in
+        // the same segment that ends the previous one.
+        for (off, piece) in [(0u32, "PO"), (2, "RT 10,0,0,1,"), (14, "4,1\r"), (18, "\nCWD /pu"), (26, "b\r\n")] {
+            s.push(50 + off, piece.as_bytes(), &mut b);
+        }
+        assert_eq!(
+            b.iter().collect::<Vec<_>>(),
+            [
+                Found::Line { start: 0, text: b"PORT 10,0,0,1,4,1", term: 2 },
+                Found::Line { start: 19, text: b"CWD /pub", term: 2 },
+            ]
+        );
+        assert_eq!(b.len(), 2);
+        // Cleared, the batch is empty and the next line stands alone.
+        b.clear(4096);
+        assert!(b.is_empty());
+        s.push(50 + 29, b"NOOP\n", &mut b);
+        assert_eq!(b.iter().collect::<Vec<_>>(), [Found::Line { start: 29, text: b"NOOP", term: 1 }]);
+    }
+
+    #[test]
+    fn batch_finds_what_the_owned_sink_finds() {
+        // Lines, an overlong line, a gap, a stray CR kept at a segment end,
+        // and an out-of-order run released later.
+        let segs: [(u32, &str); 7] = [
+            (0, "USER a\r\nPASS b\r"),
+            (15, "\n0123456789ABC\r\n"),
+            (31, "C\rD"),
+            (34, "\n"),
+            (44, "x\r\nQUIT\r\n"),
+            (35, "NOOP\r\n"),
+            (41, "ZZZ"),
+        ];
+        let mut s1 = LineStream::new(3, 12, 64);
+        let mut s2 = LineStream::new(3, 12, 64);
+        let mut v = Vec::new();
+        let mut b = Batch::default();
+        for &(off, data) in &segs {
+            s1.push(3 + off, data.as_bytes(), &mut v);
+            s2.push(3 + off, data.as_bytes(), &mut b);
+        }
+        s1.skip_to(3 + 70, &mut v);
+        s2.skip_to(3 + 70, &mut b);
+        assert_eq!(owned(&b), v);
+        assert_eq!(
+            v,
+            [
+                line(0, "USER a", 2),
+                line(8, "PASS b", 2),
+                StreamEvent::Overlong { start: 16 },
+                line(31, "C\rD", 1),
+                line(35, "NOOP", 2),
+                line(41, "ZZZx", 2),
+                line(47, "QUIT", 2),
+                StreamEvent::Gap { at: 53 },
+            ]
+        );
+    }
+
+    #[test]
+    fn batch_reuses_its_buffers() {
+        let mut s = LineStream::new(0, 512, 0);
+        let mut b = Batch::default();
+        let mut seq = 0u32;
+        let mut push = |s: &mut LineStream, b: &mut Batch, data: &[u8]| {
+            s.push(seq, data, b);
+            seq = seq.wrapping_add(data.len() as u32);
+        };
+        push(&mut s, &mut b, b"USER anonymous\r\nPASS x\r\n");
+        b.clear(4096);
+        let (cap, found_cap) = (b.text.capacity(), b.found.capacity());
+        for _ in 0..100 {
+            push(&mut s, &mut b, b"CWD /pub\r\nPWD\r\n");
+            assert_eq!(b.len(), 2);
+            b.clear(4096);
+        }
+        assert_eq!((b.text.capacity(), b.found.capacity()), (cap, found_cap));
+        // A batch grown past `keep` lets its text buffer go.
+        push(&mut s, &mut b, &b"NOOP\r\n".repeat(200));
+        assert!(b.text.capacity() > 64);
+        b.clear(64);
+        assert_eq!(b.text.capacity(), 0);
     }
 }
