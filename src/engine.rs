@@ -159,6 +159,7 @@ pub struct Engine {
     alg_events: Vec<EventKind>,
     shard: Shard,
     seed: u64,
+    event_lines: bool,
 }
 
 const TABLE_SEED: u64 = 0x5eed_f7a9_a7e0_0001;
@@ -245,6 +246,7 @@ impl Engine {
             pinholes: shared.pinholes.clone(),
             neighbors: shared.neighbors.clone(),
             alg_events: Vec::new(),
+            event_lines: true,
             config,
         }
     }
@@ -323,6 +325,14 @@ impl Engine {
     /// hold frames until they answer, instead of trusting captured MACs.
     pub fn set_resolve_neighbors(&mut self, on: bool) {
         self.resolve = on;
+    }
+
+    /// Whether `ftp_command`/`ftp_reply` events carry the line (the default).
+    /// A replay that writes no event log only counts events, and rendering
+    /// half a million lines per million frames just to drop them showed up
+    /// at several percent of its time.
+    pub fn set_event_lines(&mut self, on: bool) {
+        self.event_lines = on;
     }
 
     /// The FTP pinholes, shared with other workers and the admin endpoint.
@@ -703,6 +713,7 @@ impl Engine {
                 events: &mut events,
                 capture: !self.resolve,
                 worker: self.shard.index,
+                lines: self.event_lines,
             };
             let end = (t.payload + t.payload_len).min(frame.len());
             let seg = alg::Seg { seq: t.seq, ack: t.ack, flags: t.flags, payload: &frame[t.payload.min(end)..end] };

@@ -217,19 +217,24 @@ pub fn engines(config: Config, seed: u64, workers: u16) -> Vec<Engine> {
 /// `opts.workers` are not used (the engines have theirs).
 pub fn run_with<R: Read + Send>(
     reader: CaptureReader<R>,
-    engines: Vec<Engine>,
+    mut engines: Vec<Engine>,
     config_label: &str,
     opts: &Options,
 ) -> Result<Summary, ReplayError> {
+    for e in &mut engines {
+        // Without an event log, events are only counted.
+        e.set_event_lines(opts.events.is_some());
+    }
     let format = reader.format_name();
+    let arrival = Arrival::new(engines[0].config());
     std::thread::scope(|s| {
         let (tx, rx) = std::sync::mpsc::sync_channel(4);
         let (back_tx, back_rx) = std::sync::mpsc::sync_channel(8);
         let reading = std::thread::Builder::new()
             .name("ftpgate-read".into())
-            .spawn_scoped(s, move || read_ahead(reader, tx, back_rx))
+            .spawn_scoped(s, move || read_ahead(reader, arrival, tx, back_rx))
             .map_err(|e| ReplayError::Io { action: "start a thread to read", path: opts.input.clone(), cause: e.to_string() })?;
-        let feed = Feed { rx, back: back_tx, cur: Chunk::default(), pos: 0, ifaces: Vec::new(), progress: (0, None), frames: 0, warning: None };
+        let feed = Feed { rx, back: back_tx, cur: Chunk::default(), pos: 0, progress: (0, None), frames: 0, warning: None };
         let r = replay_frames(feed, engines, format, config_label, opts);
         if reading.join().is_err() {
             let cause = "the reading thread stopped unexpectedly".to_string();
@@ -246,10 +251,10 @@ const CHUNK: usize = 256;
 #[derive(Default)]
 struct Chunk {
     metas: Vec<Option<FrameMeta>>,
+    /// Per frame: the interface it arrived on, see `Arrival`.
+    arrivals: Vec<Arrived>,
     /// bufs[i] holds frame i; buffers travel back and forth and are reused.
     bufs: Vec<Vec<u8>>,
-    /// The capture's interfaces, when more were described since the last chunk.
-    ifaces: Option<Vec<CaptureInterface>>,
     progress: (u64, Option<u64>),
     frames: u64,
     /// After the last frame: Ok(warning about a truncated end) or the error
@@ -261,11 +266,11 @@ struct Chunk {
 /// end or an error, or until the replay stops listening. Decoding and file
 /// reading are about a fifth of a replay's work; on their own thread they
 /// overlap the engine's.
-fn read_ahead<R: Read>(mut reader: CaptureReader<R>, tx: SyncSender<Chunk>, back: Receiver<Chunk>) {
-    let mut told_ifaces = 0;
+fn read_ahead<R: Read>(mut reader: CaptureReader<R>, mut arrival: Arrival, tx: SyncSender<Chunk>, back: Receiver<Chunk>) {
     loop {
         let mut c = back.try_recv().unwrap_or_default();
         c.metas.clear();
+        c.arrivals.clear();
         let mut end = None;
         while c.metas.len() < CHUNK {
             let i = c.metas.len();
@@ -273,7 +278,10 @@ fn read_ahead<R: Read>(mut reader: CaptureReader<R>, tx: SyncSender<Chunk>, back
                 c.bufs.push(Vec::with_capacity(2048));
             }
             match reader.next_frame(&mut c.bufs[i]) {
-                Ok(Some(m)) => c.metas.push(Some(m)),
+                Ok(Some(m)) => {
+                    c.arrivals.push(arrival.of(reader.interfaces(), &m, &c.bufs[i]));
+                    c.metas.push(Some(m));
+                }
                 Ok(None) => {
                     end = Some(Ok(reader.warning().map(str::to_string)));
                     break;
@@ -284,8 +292,6 @@ fn read_ahead<R: Read>(mut reader: CaptureReader<R>, tx: SyncSender<Chunk>, back
                 }
             }
         }
-        c.ifaces = (reader.interfaces().len() != told_ifaces).then(|| reader.interfaces().to_vec());
-        told_ifaces = reader.interfaces().len();
         (c.progress, c.frames) = (reader.progress(), reader.frames());
         let last = end.is_some();
         c.end = end;
@@ -302,7 +308,6 @@ struct Feed {
     back: SyncSender<Chunk>,
     cur: Chunk,
     pos: usize,
-    ifaces: Vec<CaptureInterface>,
     progress: (u64, Option<u64>),
     frames: u64,
     warning: Option<String>,
@@ -310,12 +315,13 @@ struct Feed {
 
 impl Feed {
     /// The next frame into `frame` (whose old buffer goes back to the reader).
-    fn next_frame(&mut self, frame: &mut Vec<u8>) -> Result<Option<FrameMeta>, CaptureError> {
+    fn next_frame(&mut self, frame: &mut Vec<u8>) -> Result<Option<(FrameMeta, Arrived)>, CaptureError> {
         loop {
             if let Some(meta) = self.cur.metas.get_mut(self.pos).and_then(Option::take) {
                 std::mem::swap(frame, &mut self.cur.bufs[self.pos]);
+                let arrived = self.cur.arrivals[self.pos];
                 self.pos += 1;
-                return Ok(Some(meta));
+                return Ok(Some((meta, arrived)));
             }
             if let Some(end) = self.cur.end.take() {
                 self.warning = end?;
@@ -326,9 +332,6 @@ impl Feed {
             let used = std::mem::replace(&mut self.cur, next);
             let _ = self.back.try_send(used);
             self.pos = 0;
-            if let Some(ifaces) = self.cur.ifaces.take() {
-                self.ifaces = ifaces;
-            }
             (self.progress, self.frames) = (self.cur.progress, self.cur.frames);
         }
     }
@@ -383,9 +386,6 @@ fn replay_frames(
         held: Vec::new(),
     };
 
-    // Capture interface → gateway interface, decided once per capture interface.
-    let mut iface_map: Vec<Option<IfIndex>> = Vec::new();
-    let mut ingress_of = IngressCache::default();
     let mut drops = [0u64; DropReason::ALL.len()];
     let mut clock = Clock::default();
     let mut progress = Progress::new(!opts.quiet && io::stderr().is_terminal());
@@ -399,7 +399,7 @@ fn replay_frames(
         (0..BATCH).map(|_| Slot { frame: Vec::with_capacity(64 * 1024), packet: 0, now: Nanos::ZERO, ingress: 0 }).collect();
     let mut n = 0;
 
-    while let Some(meta) = reader.next_frame(&mut frame)? {
+    while let Some((meta, Arrived { named, ingress })) = reader.next_frame(&mut frame)? {
         let (now, tick) = clock.advance(meta.ts);
         if tick {
             // What arrived before the tick is processed before it.
@@ -412,17 +412,6 @@ fn replay_frames(
         }
         sink.now = now;
         summary.frames_in += 1;
-
-        while iface_map.len() < reader.ifaces.len() {
-            let ci = &reader.ifaces[iface_map.len()];
-            iface_map.push(ci.name.as_deref().and_then(|n| match_interface(engines[0].config(), n)));
-        }
-        let named = meta.iface.and_then(|i| iface_map[i]);
-        let ingress = if meta.unsupported.is_some() {
-            None
-        } else {
-            named.or_else(|| ingress_of.get(&engines[0], &frame).filter(|&i| i < n_ifaces))
-        };
 
         if let (Some(ingress), true) = (ingress, bursts) {
             summary.interfaces[ingress].frames_in += 1;
@@ -515,6 +504,45 @@ fn match_interface(config: &Config, name: &str) -> Option<IfIndex> {
     ifs.iter().position(|i| i.device.as_deref() == Some(name)).or_else(|| ifs.iter().position(|i| i.name == name))
 }
 
+/// Which gateway interface a frame arrived on. Decided on the reading
+/// thread, which has time to spare: the engine's thread only processes.
+struct Arrival {
+    config: Config,
+    routes: crate::route::Routes,
+    /// Capture interface → gateway interface, decided once per capture interface.
+    iface_map: Vec<Option<IfIndex>>,
+    cache: IngressCache,
+}
+
+/// `named`: the gateway interface the capture names; `ingress`: the one the
+/// frame goes in on (None: unsupported, or no interface claims it).
+#[derive(Clone, Copy, Debug, Default)]
+struct Arrived {
+    named: Option<IfIndex>,
+    ingress: Option<IfIndex>,
+}
+
+impl Arrival {
+    fn new(config: &Config) -> Arrival {
+        Arrival { config: config.clone(), routes: crate::route::Routes::new(config), iface_map: Vec::new(), cache: IngressCache::default() }
+    }
+
+    fn of(&mut self, ifaces: &[CaptureInterface], meta: &FrameMeta, frame: &[u8]) -> Arrived {
+        while self.iface_map.len() < ifaces.len() {
+            let ci = &ifaces[self.iface_map.len()];
+            self.iface_map.push(ci.name.as_deref().and_then(|n| match_interface(&self.config, n)));
+        }
+        let named = meta.iface.and_then(|i| self.iface_map.get(i).copied().flatten());
+        let ingress = if meta.unsupported.is_some() {
+            None
+        } else {
+            let n = self.config.interfaces.len();
+            named.or_else(|| self.cache.get(&self.routes, frame).filter(|&i| i < n))
+        };
+        Arrived { named, ingress }
+    }
+}
+
 /// `Engine::ingress_for` remembered per source address: a capture without
 /// interface names is split by the route lookup, which showed up at 7% of
 /// a replay's time, while a capture has few distinct sources per second.
@@ -527,7 +555,7 @@ impl IngressCache {
     /// Bound on remembered sources; past it the cache starts again.
     const MAX: usize = 1 << 16;
 
-    fn get(&mut self, engine: &Engine, frame: &[u8]) -> Option<IfIndex> {
+    fn get(&mut self, routes: &crate::route::Routes, frame: &[u8]) -> Option<IfIndex> {
         let src = Engine::frame_source(frame)?;
         if let Some(&i) = self.known.get(&src) {
             return i;
@@ -535,7 +563,7 @@ impl IngressCache {
         if self.known.len() >= Self::MAX {
             self.known.clear();
         }
-        let i = engine.ingress_for_source(src);
+        let i = routes.ingress_for_source(src);
         self.known.insert(src, i);
         i
     }

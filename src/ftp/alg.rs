@@ -337,6 +337,9 @@ pub struct Ctx<'a> {
     pub capture: bool,
     /// Which worker this is (see `Pinhole::worker`).
     pub worker: u16,
+    /// Whether command and reply events carry their line (see
+    /// `Engine::set_event_lines`).
+    pub lines: bool,
 }
 
 /// A TCP segment of the control connection, as it arrived.
@@ -664,7 +667,7 @@ impl FtpSession {
 
     fn on_line(&mut self, cx: &mut Ctx<'_>, dir: Dir, start: u64, text: &[u8], term: u8) -> Option<SegVerdict> {
         let session = self.session;
-        let logged = loggable_line(text);
+        let logged = if cx.lines { loggable_line(text) } else { String::new() };
         match dir {
             Dir::Orig => cx.events.push(EventKind::FtpCommand { session, line: logged }),
             Dir::Reply => cx.events.push(EventKind::FtpReply { session, line: logged }),
@@ -1440,6 +1443,7 @@ mod tests {
                         events: &mut *events,
                         capture: false,
                         worker: 0,
+                        lines: true,
                     };
                     let seg = Seg { seq, ack, flags: tcp_flags::ACK | tcp_flags::PSH, payload: p };
                     let (verdict, edit) = ftp.on_segment(&mut cx, dir, &seg);
