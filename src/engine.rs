@@ -160,6 +160,8 @@ pub struct Engine {
     shard: Shard,
     seed: u64,
     event_lines: bool,
+    /// `config.interfaces[i].name`, shared by the events that name them.
+    ifnames: Vec<std::sync::Arc<str>>,
 }
 
 const TABLE_SEED: u64 = 0x5eed_f7a9_a7e0_0001;
@@ -247,6 +249,7 @@ impl Engine {
             neighbors: shared.neighbors.clone(),
             alg_events: Vec::new(),
             event_lines: true,
+            ifnames: ifnames(&config),
             config,
         }
     }
@@ -296,6 +299,7 @@ impl Engine {
                     .unwrap_or([0x02, 0x66, 0x67, 0x00, 0x00, (i as u8).wrapping_add(1)])
             })
             .collect();
+        self.ifnames = ifnames(&config);
         self.config = config;
         let n_if = self.config.interfaces.len();
         let denied: Vec<ConnId> = self
@@ -624,7 +628,7 @@ impl Engine {
                     }
                     TcpOutcome::Ended(reason) => {
                         conn.ended = true;
-                        let ev = end_event(&self.config, conn, reason);
+                        let ev = end_event(&self.ifnames, conn, reason);
                         cx.event(now, ev);
                         ended_alg = alg_idx;
                     }
@@ -828,7 +832,7 @@ impl Engine {
             conn.expires = now.saturating_add(Duration::from_secs(10));
             if !conn.ended {
                 conn.ended = true;
-                let ev = end_event(&self.config, conn, EndReason::Rst);
+                let ev = end_event(&self.ifnames, conn, EndReason::Rst);
                 cx.event(now, ev);
             }
         }
@@ -1029,7 +1033,7 @@ impl Engine {
             conntrack::track_tcp(&mut conn, Dir::Orig, &seg, now, &self.config.timeouts);
         }
 
-        let ifname = |i: IfIndex| self.config.interfaces[i].name.clone();
+        let ifname = |i: IfIndex| self.ifnames[i].clone();
         let protocol = proto_name(m.proto);
         cx.event(
             now,
@@ -1139,7 +1143,7 @@ impl Engine {
             parent: None,
             ended: false,
         };
-        let ifname = |i: IfIndex| self.config.interfaces[i].name.clone();
+        let ifname = |i: IfIndex| self.ifnames[i].clone();
         cx.event(
             now,
             EventKind::ConnectionNew {
@@ -1420,7 +1424,7 @@ impl Engine {
         }
         if let Some(conn) = self.table.remove(id) {
             if !conn.ended {
-                let ev = end_event(&self.config, &conn, reason);
+                let ev = end_event(&self.ifnames, &conn, reason);
                 cx.event(self.now, ev);
             }
         }
@@ -1508,13 +1512,17 @@ fn apply_translation(frame: &mut [u8], m: &mut Meta, conn: &Conn, dir: Dir) {
     setters::translate(frame, m, (dep.src, dep.sport), (dep.dst, dep.dport));
 }
 
-fn end_event(cfg: &Config, conn: &Conn, reason: EndReason) -> EventKind {
+fn ifnames(cfg: &Config) -> Vec<std::sync::Arc<str>> {
+    cfg.interfaces.iter().map(|i| i.name.as_str().into()).collect()
+}
+
+fn end_event(names: &[std::sync::Arc<str>], conn: &Conn, reason: EndReason) -> EventKind {
     EventKind::ConnectionEnd {
         protocol: proto_name(conn.orig.proto),
         src: (conn.orig.src, conn.orig.sport).into(),
         dst: (conn.orig.dst, conn.orig.dport).into(),
-        from: cfg.interfaces[conn.iface(0)].name.clone(),
-        to: cfg.interfaces[conn.iface(1)].name.clone(),
+        from: names[conn.iface(0)].clone(),
+        to: names[conn.iface(1)].clone(),
         reason,
     }
 }

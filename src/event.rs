@@ -112,19 +112,21 @@ pub struct Pair {
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum EventKind {
+    // Interface names are shared with the engine: a connection's two
+    // events would otherwise copy two names each.
     ConnectionNew {
         protocol: &'static str,
         src: Endpoint,
         dst: Endpoint,
-        from: String,
-        to: String,
+        from: std::sync::Arc<str>,
+        to: std::sync::Arc<str>,
     },
     ConnectionEnd {
         protocol: &'static str,
         src: Endpoint,
         dst: Endpoint,
-        from: String,
-        to: String,
+        from: std::sync::Arc<str>,
+        to: std::sync::Arc<str>,
         reason: EndReason,
     },
     Nat {

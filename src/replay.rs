@@ -1010,9 +1010,10 @@ mod tests {
         let ip = ep.0.ip();
         let pair = crate::event::Pair { src: ep, dst: ep };
         let line = || "x".to_string();
+        let name = || std::sync::Arc::<str>::from("x");
         let kinds = [
-            EventKind::ConnectionNew { protocol: "tcp", src: ep, dst: ep, from: line(), to: line() },
-            EventKind::ConnectionEnd { protocol: "tcp", src: ep, dst: ep, from: line(), to: line(), reason: crate::event::EndReason::Fin },
+            EventKind::ConnectionNew { protocol: "tcp", src: ep, dst: ep, from: name(), to: name() },
+            EventKind::ConnectionEnd { protocol: "tcp", src: ep, dst: ep, from: name(), to: name(), reason: crate::event::EndReason::Fin },
             EventKind::Nat { original: pair, translated: pair },
             EventKind::FtpCommand { session: sess, line: line() },
             EventKind::FtpReply { session: sess, line: line() },
