@@ -293,13 +293,14 @@ pub struct FtpSession {
     resync: bool,
     /// Open pinholes of this session, oldest first.
     pub pinholes: VecDeque<PinholeKey>,
-    /// Buffers reused from segment to segment (three allocations per
-    /// control segment, and one per line, showed up in replay profiles).
-    scratch: Scratch,
 }
 
+/// Buffers the ALG reuses from segment to segment (three allocations per
+/// control segment, and one per line, showed up in replay profiles). One
+/// per engine, not per session: a session holding its own kept about a
+/// kilobyte per idle control connection.
 #[derive(Default)]
-struct Scratch {
+pub struct Scratch {
     found: Batch,
     emit: Vec<u8>,
     out: Vec<u8>,
@@ -332,6 +333,7 @@ pub struct Ctx<'a> {
     pub pinholes: &'a Pinholes,
     pub nat_ports: crate::config::PortMode,
     pub events: &'a mut Vec<EventKind>,
+    pub scratch: &'a mut Scratch,
     /// Replaying a capture (not in the path): an acknowledgement for bytes
     /// the gateway never saw means the capture lost them.
     pub capture: bool,
@@ -377,7 +379,6 @@ impl FtpSession {
             epsv_all: false,
             resync: false,
             pinholes: VecDeque::new(),
-            scratch: Scratch::default(),
         }
     }
 
@@ -428,6 +429,29 @@ impl FtpSession {
     /// Process one segment going in `dir`. Returns the verdict and how to edit
     /// the frame.
     pub fn on_segment(&mut self, cx: &mut Ctx<'_>, dir: Dir, seg: &Seg<'_>) -> (SegVerdict, Edit) {
+        let r = self.segment(cx, dir, seg);
+        if seg.flags & (tcp_flags::FIN | tcp_flags::RST) != 0 {
+            self.trim();
+        }
+        r
+    }
+
+    /// A closing control connection gives back the room its buffers hold
+    /// (about a kilobyte): its entry, and this session, stay in the table
+    /// for the TCP close timeouts, and a busy gateway has many such.
+    fn trim(&mut self) {
+        for h in self.halves.iter_mut().flatten() {
+            if h.held.is_empty() {
+                h.held = Vec::new();
+            }
+            if h.unacked.is_empty() {
+                h.unacked = VecDeque::new();
+            }
+            h.stream.trim();
+        }
+    }
+
+    fn segment(&mut self, cx: &mut Ctx<'_>, dir: Dir, seg: &Seg<'_>) -> (SegVerdict, Edit) {
         let mut edit = Edit::default();
         if seg.flags & tcp_flags::ACK != 0 {
             if cx.capture {
@@ -491,8 +515,8 @@ impl FtpSession {
         if b > next && !self.encrypted {
             let fresh = &seg.payload[(next - a) as usize..];
             let fresh_seq = half.isn.wrapping_add(next as u32);
-            self.scratch.ready();
-            let mut found = std::mem::take(&mut self.scratch.found);
+            cx.scratch.ready();
+            let mut found = std::mem::take(&mut cx.scratch.found);
             let half = self.halves[dir.idx()].as_mut().expect("checked");
             half.ready();
             half.stream.push(fresh_seq, fresh, &mut found);
@@ -506,18 +530,18 @@ impl FtpSession {
                 }
             }
             found.clear(Scratch::KEEP);
-            self.scratch.found = found;
+            cx.scratch.found = found;
             if let Some(v) = verdict {
                 return (v, edit);
             }
         } else if b > next {
-            self.scratch.ready();
+            cx.scratch.ready();
             let half = self.halves[dir.idx()].as_mut().expect("checked");
             half.ready();
             // Encrypted: no parsing; keep the offsets moving.
             let fresh = &seg.payload[(next - a) as usize..];
-            half.stream.push(half.isn.wrapping_add(next as u32), fresh, &mut self.scratch.found);
-            self.scratch.found.clear(Scratch::KEEP);
+            half.stream.push(half.isn.wrapping_add(next as u32), fresh, &mut cx.scratch.found);
+            cx.scratch.found.clear(Scratch::KEEP);
             half.held.extend_from_slice(fresh);
         }
 
@@ -526,7 +550,7 @@ impl FtpSession {
         let keep = if fin || self.encrypted { 0 } else { self.partial_to_hold(cx.cfg, dir) };
         let half = self.halves[dir.idx()].as_mut().expect("checked");
         let emit_len = half.held.len() - keep;
-        let mut out = std::mem::take(&mut self.scratch.out);
+        let mut out = std::mem::take(&mut cx.scratch.out);
         out.clear();
         let mut start = released_before;
         if a < released_before && b > a && (emit_len == 0 || b >= released_before) {
@@ -543,7 +567,7 @@ impl FtpSession {
             start = a;
         }
         if emit_len > 0 {
-            let mut emit = std::mem::take(&mut self.scratch.emit);
+            let mut emit = std::mem::take(&mut cx.scratch.emit);
             emit.clear();
             emit.extend(half.held.drain(..emit_len));
             half.map_bytes(released_before, &emit, &mut out);
@@ -560,10 +584,10 @@ impl FtpSession {
                 half.unacked_base = released_before;
             }
             half.released += emit_len as u64;
-            self.scratch.emit = Scratch::keep(emit);
+            cx.scratch.emit = Scratch::keep(emit);
         }
         if out.is_empty() && !fin {
-            self.scratch.out = Scratch::keep(out);
+            cx.scratch.out = Scratch::keep(out);
             return (SegVerdict::Hold, edit);
         }
         let seq_out = half.isn.wrapping_add(half.map_fwd(start) as u32);
@@ -575,7 +599,7 @@ impl FtpSession {
         if out.as_slice() != seg.payload {
             edit.payload = Some(out);
         } else {
-            self.scratch.out = Scratch::keep(out);
+            cx.scratch.out = Scratch::keep(out);
         }
         (SegVerdict::Forward, edit)
     }
@@ -1419,6 +1443,7 @@ mod tests {
         let table = Table::new(1, 64);
         let mut ports = PortAllocator::new(1);
         let pinholes = new_pinholes();
+        let mut scratch = Scratch::default();
         let mut events = Vec::new();
         let mut ftp = FtpSession::new(0, &conn, 1000);
         ftp.server_isn(5000);
@@ -1441,6 +1466,7 @@ mod tests {
                         pinholes: &pinholes,
                         nat_ports: PortMode::Random,
                         events: &mut *events,
+                        scratch: &mut scratch,
                         capture: false,
                         worker: 0,
                         lines: true,
@@ -1471,5 +1497,30 @@ mod tests {
         // One per line: the String the event carries.
         assert_eq!(during, 50 * lines_per_round as u64);
         assert_eq!(ftp.pending_replies(), 0);
+
+        // Closing: each FIN gives back the room its sender's half kept.
+        let room = |f: &FtpSession| -> usize {
+            f.halves.iter().flatten().map(|h| h.held.capacity() + h.unacked.capacity() + h.stream.capacity()).sum()
+        };
+        assert!(room(&ftp) > 0, "the open session kept buffers");
+        for (dir, seq, ack) in [(Dir::Orig, c, s), (Dir::Reply, s, c.wrapping_add(1))] {
+            let mut cx = Ctx {
+                cfg: &cfg,
+                now: Nanos(0),
+                conn: &conn,
+                table: &table,
+                ports: &mut ports,
+                pinholes: &pinholes,
+                nat_ports: PortMode::Random,
+                events: &mut events,
+                scratch: &mut scratch,
+                capture: false,
+                worker: 0,
+                lines: true,
+            };
+            let seg = Seg { seq, ack, flags: tcp_flags::ACK | tcp_flags::FIN, payload: b"" };
+            assert_eq!(ftp.on_segment(&mut cx, dir, &seg).0, SegVerdict::Forward);
+        }
+        assert_eq!(room(&ftp), 0, "a closed session holds no buffer room");
     }
 }

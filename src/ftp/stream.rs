@@ -199,6 +199,21 @@ pub struct LineStream {
 }
 
 impl LineStream {
+    /// Bytes of buffer room held (for tests and memory accounting).
+    pub fn capacity(&self) -> usize {
+        self.buf.capacity() + self.runs.capacity() * std::mem::size_of::<Run>()
+    }
+
+    /// Give back buffer room that holds nothing (the connection is closing).
+    pub fn trim(&mut self) {
+        if self.buf.is_empty() {
+            self.buf = Vec::new();
+        }
+        if self.runs.is_empty() {
+            self.runs = Vec::new();
+        }
+    }
+
     /// `isn` is the sequence number of the first payload byte (SYN's seq + 1).
     /// `max_line` bounds a line; `max_pending` bounds out-of-order bytes held.
     pub fn new(isn: u32, max_line: usize, max_pending: usize) -> Self {
