@@ -23,7 +23,7 @@
 //! - Each `skip_to` or overflow that skips bytes emits its own `Gap`, even
 //!   while already discarding.
 //! - Allocation: in-order segments only grow the reused line buffer. What
-//!   is found goes to a [`Sink`]: into a `Vec<StreamEvent>` each line owns
+//!   is found goes to a [`LineSink`]: into a `Vec<StreamEvent>` each line owns
 //!   its text (one allocation per line, simple to test against); into a
 //!   [`Batch`] the texts share one buffer reused from push to push, so a warm
 //!   stream allocates nothing per line (the ALG's path). Only out-of-order
@@ -62,7 +62,7 @@ pub enum StreamEvent {
 }
 
 /// Where the line machine puts what it finds, in stream order.
-pub trait Sink {
+pub trait LineSink {
     /// A complete line at stream offset `start`: `text` without its
     /// terminator, which is `term` bytes long (2 for CRLF, 1 for bare LF).
     fn line(&mut self, start: u64, text: &[u8], term: u8);
@@ -72,7 +72,7 @@ pub trait Sink {
     fn gap(&mut self, at: u64);
 }
 
-impl Sink for Vec<StreamEvent> {
+impl LineSink for Vec<StreamEvent> {
     fn line(&mut self, start: u64, text: &[u8], term: u8) {
         self.push(StreamEvent::Line(Line { start, text: text.to_vec(), term }));
     }
@@ -149,7 +149,7 @@ impl Batch {
     }
 }
 
-impl Sink for Batch {
+impl LineSink for Batch {
     fn line(&mut self, start: u64, text: &[u8], term: u8) {
         let a = self.text.len();
         self.text.extend_from_slice(text);
@@ -236,7 +236,7 @@ impl LineStream {
     /// in-order bytes accepted, i.e. how far `next_offset()` advanced (which
     /// includes held bytes this segment released, and is 0 for a segment that
     /// was only held or only retransmitted old bytes).
-    pub fn push<S: Sink>(&mut self, seq: u32, payload: &[u8], out: &mut S) -> usize {
+    pub fn push<S: LineSink>(&mut self, seq: u32, payload: &[u8], out: &mut S) -> usize {
         let before = self.next;
         let off = self.rel(seq);
         let end = off + payload.len() as i128;
@@ -259,7 +259,7 @@ impl LineStream {
     /// line is dropped and parsing resumes after the next LF at or beyond
     /// `seq`. Held data beyond `seq` is kept. A `seq` at or before the next
     /// expected byte does nothing.
-    pub fn skip_to<S: Sink>(&mut self, seq: u32, out: &mut S) {
+    pub fn skip_to<S: LineSink>(&mut self, seq: u32, out: &mut S) {
         let off = self.rel(seq);
         if off > i128::from(self.next) {
             self.lose_until(off as u64, out);
@@ -318,7 +318,7 @@ impl LineStream {
 
     /// In-order bytes starting at `off` (<= `next`). Where they overlap held
     /// data, the held bytes (seen first) are the ones fed.
-    fn deliver<S: Sink>(&mut self, mut off: u64, mut data: &[u8], out: &mut S) {
+    fn deliver<S: LineSink>(&mut self, mut off: u64, mut data: &[u8], out: &mut S) {
         loop {
             self.release(out);
             if off < self.next {
@@ -340,7 +340,7 @@ impl LineStream {
     }
 
     /// Feed held runs that `next` has reached.
-    fn release<S: Sink>(&mut self, out: &mut S) {
+    fn release<S: LineSink>(&mut self, out: &mut S) {
         while self.runs.first().is_some_and(|r| r.start <= self.next) {
             let run = self.runs.remove(0);
             self.held -= run.data.len();
@@ -358,7 +358,7 @@ impl LineStream {
     }
 
     /// A segment starting beyond `next`.
-    fn hold<S: Sink>(&mut self, off: u64, data: &[u8], out: &mut S) {
+    fn hold<S: LineSink>(&mut self, off: u64, data: &[u8], out: &mut S) {
         // Each failed attempt declares one hole lost, which removes a run or
         // makes the segment in-order: at most MAX_HELD_RUNS + 1 rounds.
         loop {
@@ -435,7 +435,7 @@ impl LineStream {
     }
 
     /// Bytes from `next` up to `target` are lost.
-    fn lose_until<S: Sink>(&mut self, target: u64, out: &mut S) {
+    fn lose_until<S: LineSink>(&mut self, target: u64, out: &mut S) {
         out.gap(self.next);
         self.buf.clear();
         self.cr = false;
@@ -446,7 +446,7 @@ impl LineStream {
     }
 
     /// The line machine: in-order bytes at `next`.
-    fn feed<S: Sink>(&mut self, mut data: &[u8], out: &mut S) {
+    fn feed<S: LineSink>(&mut self, mut data: &[u8], out: &mut S) {
         while !data.is_empty() {
             match data.iter().position(|&b| b == b'\n') {
                 None => {
@@ -465,7 +465,7 @@ impl LineStream {
     }
 
     /// Bytes of the current line, no LF among them.
-    fn absorb<S: Sink>(&mut self, chunk: &[u8], out: &mut S) {
+    fn absorb<S: LineSink>(&mut self, chunk: &[u8], out: &mut S) {
         if self.discard || chunk.is_empty() {
             return;
         }
@@ -488,7 +488,7 @@ impl LineStream {
     }
 
     /// The bytes before an LF: the line is complete.
-    fn end_line<S: Sink>(&mut self, chunk: &[u8], out: &mut S) {
+    fn end_line<S: LineSink>(&mut self, chunk: &[u8], out: &mut S) {
         if self.discard {
             self.discard = false;
             return;
@@ -517,7 +517,7 @@ impl LineStream {
         self.cr = false;
     }
 
-    fn overlong<S: Sink>(&mut self, out: &mut S) {
+    fn overlong<S: LineSink>(&mut self, out: &mut S) {
         out.overlong(self.line_start);
         self.buf.clear();
         self.cr = false;
