@@ -121,6 +121,24 @@ pub struct Conn {
 }
 
 impl Conn {
+    /// A connection between interfaces 0 and 1 with nothing else set, for
+    /// unit tests of the table and of the ALG.
+    #[cfg(test)]
+    pub(crate) fn for_test(orig: Tuple, reply: Tuple, state: State) -> Conn {
+        Conn {
+            orig,
+            reply,
+            state,
+            expires: Nanos(0),
+            ifaces: [0, 1],
+            macs: [[0; 6]; 2],
+            tcp: [TcpDir::default(); 2],
+            alg: None,
+            parent: None,
+            ended: false,
+        }
+    }
+
     /// Source address/port NAT changes for packets going in `dir`, if any.
     pub fn snat(&self, dir: Dir) -> Option<(IpAddr, u16)> {
         let (from, to) = self.translation(dir);
@@ -769,18 +787,7 @@ mod tests {
     }
 
     fn conn(orig: Tuple, reply: Tuple) -> Conn {
-        Conn {
-            orig,
-            reply,
-            state: State::SynSent,
-            expires: Nanos(0),
-            ifaces: [0, 1],
-            macs: [[0; 6]; 2],
-            tcp: [TcpDir::default(); 2],
-            alg: None,
-            parent: None,
-            ended: false,
-        }
+        Conn::for_test(orig, reply, State::SynSent)
     }
 
     fn timeouts() -> Timeouts {

@@ -1418,7 +1418,7 @@ mod tests {
     #[test]
     fn plain_lines_allocate_once_each() {
         use crate::config::PortMode;
-        use crate::conntrack::{State, TcpDir};
+        use crate::conntrack::State;
 
         let orig = Tuple {
             src: "192.0.2.10".parse().unwrap(),
@@ -1427,24 +1427,33 @@ mod tests {
             dport: 21,
             proto: PROTO_TCP,
         };
-        let conn = Conn {
-            orig,
-            reply: orig.reversed(),
-            state: State::Established,
-            expires: Nanos(0),
-            ifaces: [0, 1],
-            macs: [[0; 6]; 2],
-            tcp: [TcpDir::default(); 2],
-            alg: None,
-            parent: None,
-            ended: false,
-        };
+        let conn = Conn::for_test(orig, orig.reversed(), State::Established);
         let cfg = Ftp::default();
         let table = Table::new(1, 64);
         let mut ports = PortAllocator::new(1);
         let pinholes = new_pinholes();
         let mut scratch = Scratch::default();
         let mut events = Vec::new();
+        // One segment through the session, in a context over the state above.
+        macro_rules! segment {
+            ($ftp:expr, $events:expr, $dir:expr, $seg:expr) => {{
+                let mut cx = Ctx {
+                    cfg: &cfg,
+                    now: Nanos(0),
+                    conn: &conn,
+                    table: &table,
+                    ports: &mut ports,
+                    pinholes: &pinholes,
+                    nat_ports: PortMode::Random,
+                    events: $events,
+                    scratch: &mut scratch,
+                    capture: false,
+                    worker: 0,
+                    lines: true,
+                };
+                $ftp.on_segment(&mut cx, $dir, $seg)
+            }};
+        }
         let mut ftp = FtpSession::new(0, &conn, 1000);
         ftp.server_isn(5000);
         let (mut c, mut s) = (1000u32, 5000u32);
@@ -1457,22 +1466,8 @@ mod tests {
             for (dir, payloads) in [(Dir::Orig, client), (Dir::Reply, server)] {
                 for p in payloads {
                     let (seq, ack) = if dir == Dir::Orig { (c, s) } else { (s, c) };
-                    let mut cx = Ctx {
-                        cfg: &cfg,
-                        now: Nanos(0),
-                        conn: &conn,
-                        table: &table,
-                        ports: &mut ports,
-                        pinholes: &pinholes,
-                        nat_ports: PortMode::Random,
-                        events: &mut *events,
-                        scratch: &mut scratch,
-                        capture: false,
-                        worker: 0,
-                        lines: true,
-                    };
                     let seg = Seg { seq, ack, flags: tcp_flags::ACK | tcp_flags::PSH, payload: p };
-                    let (verdict, edit) = ftp.on_segment(&mut cx, dir, &seg);
+                    let (verdict, edit) = segment!(ftp, &mut *events, dir, &seg);
                     assert_eq!((verdict, edit), (SegVerdict::Forward, Edit::default()));
                     if dir == Dir::Orig {
                         c = c.wrapping_add(p.len() as u32);
@@ -1504,22 +1499,8 @@ mod tests {
         };
         assert!(room(&ftp) > 0, "the open session kept buffers");
         for (dir, seq, ack) in [(Dir::Orig, c, s), (Dir::Reply, s, c.wrapping_add(1))] {
-            let mut cx = Ctx {
-                cfg: &cfg,
-                now: Nanos(0),
-                conn: &conn,
-                table: &table,
-                ports: &mut ports,
-                pinholes: &pinholes,
-                nat_ports: PortMode::Random,
-                events: &mut events,
-                scratch: &mut scratch,
-                capture: false,
-                worker: 0,
-                lines: true,
-            };
             let seg = Seg { seq, ack, flags: tcp_flags::ACK | tcp_flags::FIN, payload: b"" };
-            assert_eq!(ftp.on_segment(&mut cx, dir, &seg).0, SegVerdict::Forward);
+            assert_eq!(segment!(ftp, &mut events, dir, &seg).0, SegVerdict::Forward);
         }
         assert_eq!(room(&ftp), 0, "a closed session holds no buffer room");
     }
