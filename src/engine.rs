@@ -356,26 +356,15 @@ impl Engine {
         self.macs[iface] = mac;
     }
 
-    /// The interface a frame arrived on when the capture does not say:
-    /// the one whose connected networks or routes contain the source address,
-    /// failing that the one holding the default route.
-    pub fn ingress_for(&self, frame: &[u8]) -> Option<IfIndex> {
-        self.ingress_for_source(Self::frame_source(frame)?)
-    }
-
-    /// The address `ingress_for` goes by: an IP frame's source, an ARP
-    /// frame's sender.
+    /// The address that says which interface a frame arrived on when a
+    /// capture does not (`Routes::ingress_for_source`): an IP frame's
+    /// source, an ARP frame's sender.
     pub fn frame_source(frame: &[u8]) -> Option<IpAddr> {
         match parse_frame(frame) {
             FrameKind::Ip(m) => Some(m.src),
             FrameKind::Arp(a) => Some(IpAddr::V4(a.spa)),
             _ => None,
         }
-    }
-
-    /// The interface whose networks or routes hold `src`.
-    pub fn ingress_for_source(&self, src: IpAddr) -> Option<IfIndex> {
-        self.routes.ingress_for_source(src)
     }
 
     /// Process one frame received on `ingress` at `now`. `packet` is the

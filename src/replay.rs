@@ -543,7 +543,7 @@ impl Arrival {
     }
 }
 
-/// `Engine::ingress_for` remembered per source address: a capture without
+/// `Routes::ingress_for_source` remembered per source address: a capture without
 /// interface names is split by the route lookup, which showed up at 7% of
 /// a replay's time, while a capture has few distinct sources per second.
 #[derive(Default)]
