@@ -23,8 +23,8 @@
 //! output is as valid as the recording (record with offloads off). Output is
 //! classic pcap (microseconds, Ethernet), readable by every tool compared.
 
-use std::collections::{BinaryHeap, HashMap};
 use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -139,7 +139,10 @@ fn load(path: &Path) -> Template {
     let mut metas = Vec::with_capacity(raw.len());
     for (ts, bytes) in raw {
         let mut m = Meta::EMPTY;
-        let ok = matches!(parse_into(&bytes, &mut m), Parsed::Ip) && m.proto == PROTO_TCP && m.tcp.is_some() && m.frag.is_none();
+        let ok = matches!(parse_into(&bytes, &mut m), Parsed::Ip)
+            && m.proto == PROTO_TCP
+            && m.tcp.is_some()
+            && m.frag.is_none();
         if ok && client.is_none() {
             let t = m.tcp.unwrap();
             if t.flags & (tcp_flags::SYN | tcp_flags::ACK) == tcp_flags::SYN {
@@ -170,7 +173,8 @@ fn load(path: &Path) -> Template {
             };
             active_ports.push(port.unwrap_or_else(|| die(format!("{}: cannot read '{arg}'", path.display()))));
         }
-        f.tcp = Some(TcpAt { l3: m.l3, v6: m.v6, l4: m.l4, payload: t.payload, payload_len: t.payload_len, from_client });
+        f.tcp =
+            Some(TcpAt { l3: m.l3, v6: m.v6, l4: m.l4, payload: t.payload, payload_len: t.payload_len, from_client });
     }
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     Template {
@@ -199,21 +203,25 @@ fn clone_map(t: &Template, j: u64) -> CloneMap {
     let ci = j % nc;
     let si = (j / nc) % ns;
     let round = j / (nc * ns);
-    let active = t.active_ports.iter().map(|&p| {
-        // Same printed width: PORT prints p1,p2 (p1 kept, p2 moves), EPRT the decimal port.
-        let new = if t.client.is_ipv4() {
-            let (p1, p2) = (p >> 8, p & 0xff);
-            let pool: Vec<u16> = (0..=255u16).filter(|v| v.to_string().len() == p2.to_string().len()).collect();
-            let i = pool.iter().position(|&v| v == p2).unwrap() as u64;
-            p1 << 8 | pool[((i + round) % pool.len() as u64) as usize]
-        } else {
-            let w = p.to_string().len() as u32;
-            let lo = 10u32.pow(w - 1).max(1024);
-            let hi = (10u32.pow(w) - 1).min(65535);
-            (lo + (p as u32 - lo + round as u32) % (hi - lo + 1)) as u16
-        };
-        (p, new)
-    }).collect();
+    let active = t
+        .active_ports
+        .iter()
+        .map(|&p| {
+            // Same printed width: PORT prints p1,p2 (p1 kept, p2 moves), EPRT the decimal port.
+            let new = if t.client.is_ipv4() {
+                let (p1, p2) = (p >> 8, p & 0xff);
+                let pool: Vec<u16> = (0..=255u16).filter(|v| v.to_string().len() == p2.to_string().len()).collect();
+                let i = pool.iter().position(|&v| v == p2).unwrap() as u64;
+                p1 << 8 | pool[((i + round) % pool.len() as u64) as usize]
+            } else {
+                let w = p.to_string().len() as u32;
+                let lo = 10u32.pow(w - 1).max(1024);
+                let hi = (10u32.pow(w) - 1).min(65535);
+                (lo + (p as u32 - lo + round as u32) % (hi - lo + 1)) as u16
+            };
+            (p, new)
+        })
+        .collect();
     CloneMap {
         client: with_last(t.client, t.client_pool[ci as usize]),
         server: with_last(t.server, t.server_pool[si as usize]),
@@ -272,7 +280,10 @@ fn emit(t: &Template, f: &TFrame, c: &CloneMap, out: &mut Vec<u8>) {
                 )
             } else {
                 let v = if c.client.is_ipv6() { 2 } else { 1 };
-                (format!("EPRT |{v}|{}|{old_p}|", ftp_text(t.client)), format!("EPRT |{v}|{}|{new_p}|", ftp_text(c.client)))
+                (
+                    format!("EPRT |{v}|{}|{old_p}|", ftp_text(t.client)),
+                    format!("EPRT |{v}|{}|{new_p}|", ftp_text(c.client)),
+                )
             };
             replace_same(&mut out[pl.clone()], old.as_bytes(), new.as_bytes(), &t.name);
         } else if !a.from_client && out[pl.clone()].starts_with(b"227 ") {
@@ -297,7 +308,11 @@ fn replace_same(buf: &mut [u8], old: &[u8], new: &[u8], name: &str) {
     assert_eq!(old.len(), new.len());
     match find(buf, old) {
         Some(i) => buf[i..i + old.len()].copy_from_slice(new),
-        None => die(format!("{name}: expected '{}' in '{}'", String::from_utf8_lossy(old), String::from_utf8_lossy(buf).trim_end())),
+        None => die(format!(
+            "{name}: expected '{}' in '{}'",
+            String::from_utf8_lossy(old),
+            String::from_utf8_lossy(buf).trim_end()
+        )),
     }
 }
 
@@ -308,7 +323,8 @@ fn main() {
     }
     let out_path = &args[1];
     let want: u64 = args[2].parse().unwrap_or_else(|_| die(format!("FRAMES '{}' is not a number", args[2])));
-    let spacing_ns: u64 = args[3].parse::<u64>().unwrap_or_else(|_| die(format!("SPACING_US '{}' is not a number", args[3]))) * 1000;
+    let spacing_ns: u64 =
+        args[3].parse::<u64>().unwrap_or_else(|_| die(format!("SPACING_US '{}' is not a number", args[3]))) * 1000;
     let mut templates: Vec<Template> = args[4..].iter().map(|p| load(Path::new(p))).collect();
 
     // Disjoint client pools: templates of the same family share the values in turn.

@@ -83,7 +83,9 @@ fn main() {
             push(n, frames, random, &ways, large, batch);
         }
         _ => {
-            eprintln!("usage: memprobe mem N… | memprobe push N FRAMES [seq|random] [out|in|both] [small|large] [one|batch]");
+            eprintln!(
+                "usage: memprobe mem N… | memprobe push N FRAMES [seq|random] [out|in|both] [small|large] [one|batch]"
+            );
             std::process::exit(2);
         }
     }
@@ -192,7 +194,14 @@ fn thread_cpu_ns() -> u64 {
 
 /// The measured loop, kept out of line so profilers can isolate it.
 #[inline(never)]
-fn push_frames(engine: &mut Engine, order: &[Flow], tpls: &[Template], now: Nanos, frames: u64, buf: &mut Vec<u8>) -> u64 {
+fn push_frames(
+    engine: &mut Engine,
+    order: &[Flow],
+    tpls: &[Template],
+    now: Nanos,
+    frames: u64,
+    buf: &mut Vec<u8>,
+) -> u64 {
     let mut sink = NullSink;
     let mut wrong = 0u64;
     let mut i = 0usize;
@@ -218,7 +227,14 @@ fn push_frames(engine: &mut Engine, order: &[Flow], tpls: &[Template], now: Nano
 /// `push_frames` through `Engine::process_batch`, `BATCH` frames at a time
 /// (each in its own buffer, as a receive ring would hand them over).
 #[inline(never)]
-fn push_frames_batch(engine: &mut Engine, order: &[Flow], tpls: &[Template], now: Nanos, frames: u64, bufs: &mut [Vec<u8>]) -> u64 {
+fn push_frames_batch(
+    engine: &mut Engine,
+    order: &[Flow],
+    tpls: &[Template],
+    now: Nanos,
+    frames: u64,
+    bufs: &mut [Vec<u8>],
+) -> u64 {
     let mut sink = NullSink;
     let mut wrong = 0u64;
     let mut i = 0usize;

@@ -530,7 +530,8 @@ impl Table {
     pub fn heap_bytes(&self) -> usize {
         // Index entries in use are spread over the whole array: all of it counts.
         let index = self.index.entries.len() * 8;
-        let per_source = (self.per_source.capacity() * 8 / 7).next_power_of_two() * (std::mem::size_of::<(IpAddr, u32)>() + 1);
+        let per_source =
+            (self.per_source.capacity() * 8 / 7).next_power_of_two() * (std::mem::size_of::<(IpAddr, u32)>() + 1);
         index + per_source + self.conns.len() * std::mem::size_of::<Option<Conn>>() + self.free.capacity() * 4
     }
 }
@@ -851,7 +852,8 @@ mod tests {
                     dport: 80,
                     proto: 6,
                 };
-                let r = Tuple { src: o.dst, dst: "198.51.100.1".parse().unwrap(), sport: 80, dport: step as u16, proto: 6 };
+                let r =
+                    Tuple { src: o.dst, dst: "198.51.100.1".parse().unwrap(), sport: 80, dport: step as u16, proto: 6 };
                 if t.contains(&o) || t.contains(&r) {
                     continue;
                 }
@@ -979,7 +981,9 @@ mod tests {
                 };
             }
             let r = next();
-            let flags = [tcp_flags::ACK, tcp_flags::ACK | tcp_flags::PSH, 0, tcp_flags::ACK | tcp_flags::FIN, tcp_flags::RST][r as usize % 5];
+            let flags =
+                [tcp_flags::ACK, tcp_flags::ACK | tcp_flags::PSH, 0, tcp_flags::ACK | tcp_flags::FIN, tcp_flags::RST]
+                    [r as usize % 5];
             let seg = Segment {
                 seq: base.wrapping_add(((r >> 8) as u32) % 600_000).wrapping_sub(150_000),
                 ack: base.wrapping_add(((r >> 28) as u32) % 600_000).wrapping_sub(150_000),

@@ -645,7 +645,11 @@ nat:
 
     fn tcp4(src: [u8; 4], sport: u16, dst: [u8; 4], dport: u16) -> Vec<u8> {
         let mut v = Vec::new();
-        PacketBuilder::ethernet2([2; 6], [4; 6]).ipv4(src, dst, 64).tcp(sport, dport, 1, 1000).write(&mut v, b"x").unwrap();
+        PacketBuilder::ethernet2([2; 6], [4; 6])
+            .ipv4(src, dst, 64)
+            .tcp(sport, dport, 1, 1000)
+            .write(&mut v, b"x")
+            .unwrap();
         v
     }
     fn udp6(src: [u8; 16], sport: u16, dst: [u8; 16], dport: u16) -> Vec<u8> {
@@ -667,9 +671,9 @@ nat:
         let quote = &inner[14..inner.len().min(14 + 28)];
         PacketBuilder::ethernet2([2; 6], [4; 6])
             .ipv4(src, dst, 64)
-            .icmpv4(etherparse::Icmpv4Type::DestinationUnreachable(etherparse::icmpv4::DestUnreachableHeader::FragmentationNeeded {
-                next_hop_mtu: 1400,
-            }))
+            .icmpv4(etherparse::Icmpv4Type::DestinationUnreachable(
+                etherparse::icmpv4::DestUnreachableHeader::FragmentationNeeded { next_hop_mtu: 1400 },
+            ))
             .write(&mut v, quote)
             .unwrap();
         v
@@ -713,14 +717,26 @@ nat:
             assert_eq!(agree(&d, 1, &routed) as u32, (cport as u32 + 2121) % 3);
             // The other protocol is not published on that port.
             let mut v = Vec::new();
-            PacketBuilder::ethernet2([2; 6], [4; 6]).ipv4([203, 0, 113, 9], [198, 51, 100, 1], 64).udp(cport, 2121).write(&mut v, b"").unwrap();
+            PacketBuilder::ethernet2([2; 6], [4; 6])
+                .ipv4([203, 0, 113, 9], [198, 51, 100, 1], 64)
+                .udp(cport, 2121)
+                .write(&mut v, b"")
+                .unwrap();
             assert_eq!(agree(&d, 1, &v) as u32, (cport as u32 + 2121) % 3);
             // UDP forward and IPv6 forward.
             let mut u = Vec::new();
-            PacketBuilder::ethernet2([2; 6], [4; 6]).ipv4([203, 0, 113, 9], [198, 51, 100, 1], 64).udp(cport, 5353).write(&mut u, b"").unwrap();
+            PacketBuilder::ethernet2([2; 6], [4; 6])
+                .ipv4([203, 0, 113, 9], [198, 51, 100, 1], 64)
+                .udp(cport, 5353)
+                .write(&mut u, b"")
+                .unwrap();
             assert_eq!(agree(&d, 1, &u) as u32, (cport as u32 + 53) % 3);
             let mut t6 = Vec::new();
-            PacketBuilder::ethernet2([2; 6], [4; 6]).ipv6(v6(9, 3), v6(1, 2), 64).tcp(cport, 8021, 1, 100).write(&mut t6, b"").unwrap();
+            PacketBuilder::ethernet2([2; 6], [4; 6])
+                .ipv6(v6(9, 3), v6(1, 2), 64)
+                .tcp(cport, 8021, 1, 100)
+                .write(&mut t6, b"")
+                .unwrap();
             assert_eq!(agree(&d, 1, &t6) as u32, (cport as u32 + 21) % 3);
             // On the inside interface nothing is published.
             assert_eq!(agree(&d, 0, &inbound) as u32, (cport as u32 + 2121) % 3);
@@ -732,7 +748,11 @@ nat:
         let d = Dispatch::new(&cfg(), 4);
         let arp = crate::wire::build::arp_request([2; 6], "192.0.2.1".parse().unwrap(), "192.0.2.10".parse().unwrap());
         assert_eq!(agree(&d, 0, &arp), 0);
-        let ns = crate::wire::build::neighbor_solicit([2; 6], "2001:db8:1::1".parse().unwrap(), "2001:db8:1::10".parse().unwrap());
+        let ns = crate::wire::build::neighbor_solicit(
+            [2; 6],
+            "2001:db8:1::1".parse().unwrap(),
+            "2001:db8:1::10".parse().unwrap(),
+        );
         assert_eq!(agree(&d, 0, &ns), 0);
         let mut frag = tcp4([192, 0, 2, 10], 40001, [203, 0, 113, 5], 80);
         frag[14 + 6] = 0x20; // more fragments
@@ -740,7 +760,11 @@ nat:
         assert_eq!(agree(&d, 0, &frag[..20]), 0, "truncated");
         // Echo: the identifier decides.
         let mut e = Vec::new();
-        PacketBuilder::ethernet2([2; 6], [4; 6]).ipv4([192, 0, 2, 10], [203, 0, 113, 5], 64).icmpv4_echo_request(4003, 1).write(&mut e, b"").unwrap();
+        PacketBuilder::ethernet2([2; 6], [4; 6])
+            .ipv4([192, 0, 2, 10], [203, 0, 113, 5], 64)
+            .icmpv4_echo_request(4003, 1)
+            .write(&mut e, b"")
+            .unwrap();
         assert_eq!(agree(&d, 0, &e), 3);
         let u = udp6(v6(10, 1), 40003, v6(5, 9), 53);
         assert_eq!(agree(&d, 0, &u) as u32, (40003 + 53) % 4);
@@ -755,12 +779,14 @@ nat:
 
     #[test]
     fn many_published_addresses_still_make_a_valid_program() {
-        let mut text = String::from("interfaces:\n  inside:\n    addresses: [192.0.2.1/24]\n  outside:\n    addresses: [");
+        let mut text =
+            String::from("interfaces:\n  inside:\n    addresses: [192.0.2.1/24]\n  outside:\n    addresses: [");
         let addrs: Vec<String> = (1..=120).map(|i| format!("198.51.100.{i}/24")).collect();
         text += &addrs.join(", ");
         text += "]\nnat:\n  forward:\n";
         for p in 0..20 {
-            text += &format!("    - {{on: outside, protocol: tcp, port: {}, to: \"192.0.2.20:{}\"}}\n", 3000 + p, 21 + p);
+            text +=
+                &format!("    - {{on: outside, protocol: tcp, port: {}, to: \"192.0.2.20:{}\"}}\n", 3000 + p, 21 + p);
         }
         let c = crate::config::from_str(&text, "t.yaml").unwrap();
         let d = Dispatch::new(&c, 2);

@@ -20,8 +20,7 @@ use crate::route::{self, Routes};
 use crate::time::Nanos;
 use crate::wire::parse::{parse_into, Parsed};
 use crate::wire::{
-    build, parse_frame, setters, tcp_flags, Arp, FrameKind, Mac, Meta, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP,
-    PROTO_UDP,
+    build, parse_frame, setters, tcp_flags, Arp, FrameKind, Mac, Meta, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP,
 };
 
 /// Where the engine's output goes.
@@ -296,9 +295,14 @@ impl Engine {
             .iter()
             .enumerate()
             .map(|(i, ifc)| {
-                ifc.mac
-                    .or_else(|| keep_macs.iter().find(|(n, _)| *n == ifc.name).map(|(_, m)| *m))
-                    .unwrap_or([0x02, 0x66, 0x67, 0x00, 0x00, (i as u8).wrapping_add(1)])
+                ifc.mac.or_else(|| keep_macs.iter().find(|(n, _)| *n == ifc.name).map(|(_, m)| *m)).unwrap_or([
+                    0x02,
+                    0x66,
+                    0x67,
+                    0x00,
+                    0x00,
+                    (i as u8).wrapping_add(1),
+                ])
             })
             .collect();
         self.ifnames = ifnames(&config);
@@ -315,7 +319,14 @@ impl Engine {
                     return true;
                 }
                 let (_, dep) = c.translation(Dir::Orig);
-                let flow = Flow { from: c.iface(0), to: c.iface(1), src: c.orig.src, dst: dep.dst, proto: c.orig.proto, dport: dep.dport };
+                let flow = Flow {
+                    from: c.iface(0),
+                    to: c.iface(1),
+                    src: c.orig.src,
+                    dst: dep.dst,
+                    proto: c.orig.proto,
+                    dport: dep.dport,
+                };
                 policy::evaluate(&self.config.policy, &flow).action == crate::config::Action::Deny
             })
             .map(|(id, _)| id)
@@ -370,7 +381,14 @@ impl Engine {
     /// Process one frame received on `ingress` at `now`. `packet` is the
     /// 1-based input frame index carried into events. The frame may be
     /// rewritten in place (and grow or shrink for ALG rewrites).
-    pub fn process(&mut self, now: Nanos, packet: u64, ingress: IfIndex, frame: &mut Vec<u8>, sink: &mut impl Sink) -> Verdict {
+    pub fn process(
+        &mut self,
+        now: Nanos,
+        packet: u64,
+        ingress: IfIndex,
+        frame: &mut Vec<u8>,
+        sink: &mut impl Sink,
+    ) -> Verdict {
         let mut m = Meta::EMPTY;
         let parsed = parse_into(frame, &mut m);
         self.process_parsed(now, packet, ingress, frame, &mut m, parsed, None, sink)
@@ -404,7 +422,8 @@ impl Engine {
             for (i, bf) in group.iter_mut().enumerate() {
                 sink.frame_start(pos + i);
                 let at = bf.at.unwrap_or(now);
-                bf.verdict = self.process_parsed(at, bf.packet, bf.ingress, bf.frame, &mut metas[i], parsed[i], hashes[i], sink);
+                bf.verdict =
+                    self.process_parsed(at, bf.packet, bf.ingress, bf.frame, &mut metas[i], parsed[i], hashes[i], sink);
             }
             pos += group.len();
         }
@@ -690,7 +709,14 @@ impl Engine {
     /// The FTP ALG's look at a control-connection segment: it may rewrite the
     /// payload and shift sequence numbers, hold a partial line, or refuse.
     /// None: carry on forwarding.
-    fn run_alg<S: Sink>(&mut self, cx: &mut Cx<'_, S>, id: ConnId, dir: Dir, frame: &mut Vec<u8>, m: &mut Meta) -> Option<Verdict> {
+    fn run_alg<S: Sink>(
+        &mut self,
+        cx: &mut Cx<'_, S>,
+        id: ConnId,
+        dir: Dir,
+        frame: &mut Vec<u8>,
+        m: &mut Meta,
+    ) -> Option<Verdict> {
         let t = m.tcp?;
         let ai = self.table.get(id)?.alg? as usize;
         let mut sess = self.ftp.get_mut(ai)?.take()?;
@@ -834,7 +860,8 @@ impl Engine {
     fn close_pinholes<S: Sink>(&mut self, cx: &mut Cx<'_, S>, ai: u32) {
         let Some(sess) = self.ftp.get_mut(ai as usize).and_then(|s| s.as_mut()) else { return };
         for key in sess.pinholes.drain(..) {
-            if self.pinholes.remove_if(&key, |_, p| p.control == sess.control && p.worker == self.shard.index).is_some() {
+            if self.pinholes.remove_if(&key, |_, p| p.control == sess.control && p.worker == self.shard.index).is_some()
+            {
                 cx.event(self.now, EventKind::PinholeExpire { session: sess.session, address: key.0, port: key.1 });
             }
         }
@@ -854,7 +881,8 @@ impl Engine {
         match m.proto {
             PROTO_TCP => {
                 let flags = m.tcp.map_or(0, |t| t.flags);
-                let opening = flags & (tcp_flags::SYN | tcp_flags::ACK | tcp_flags::RST | tcp_flags::FIN) == tcp_flags::SYN;
+                let opening =
+                    flags & (tcp_flags::SYN | tcp_flags::ACK | tcp_flags::RST | tcp_flags::FIN) == tcp_flags::SYN;
                 pickup = !opening
                     && self.config.policy.pickup
                     && flags & (tcp_flags::SYN | tcp_flags::RST) == 0
@@ -938,7 +966,8 @@ impl Engine {
         let masq = self.config.nat.masquerade.iter().any(|r| r.from == ingress && r.to == hop.iface);
         if masq {
             let Some(addr) = route::iface_address(&self.config, hop.iface, m.src) else {
-                let detail = format!("masquerade on {} needs an address of this family", self.config.interfaces[hop.iface].name);
+                let detail =
+                    format!("masquerade on {} needs an address of this family", self.config.interfaces[hop.iface].name);
                 return self.drop(cx, DropReason::NoRoute, None, Some(m), detail);
             };
             let echo = m.icmp.is_some();
@@ -990,7 +1019,8 @@ impl Engine {
             // an FTP server connecting again from port 20 to a client port
             // it used a moment ago. A fresh SYN replaces it, as in Linux
             // conntrack; anything else keeps the table consistent by a drop.
-            let syn = m.tcp.is_some_and(|t| t.flags & (tcp_flags::SYN | tcp_flags::ACK | tcp_flags::RST) == tcp_flags::SYN);
+            let syn =
+                m.tcp.is_some_and(|t| t.flags & (tcp_flags::SYN | tcp_flags::ACK | tcp_flags::RST) == tcp_flags::SYN);
             if syn && self.table.get(old).is_some_and(|c| c.state.is_closed()) {
                 self.end_conn(cx, old, EndReason::Timeout);
             } else {
@@ -1115,7 +1145,14 @@ impl Engine {
         let (client_side, server_side) = if from_server { (hop.iface, ingress) } else { (ingress, hop.iface) };
         let arrival = tuple_of(m);
         let orig = if from_server { arrival.reversed() } else { arrival };
-        let flow = Flow { from: client_side, to: server_side, src: orig.src, dst: orig.dst, proto: PROTO_TCP, dport: orig.dport };
+        let flow = Flow {
+            from: client_side,
+            to: server_side,
+            src: orig.src,
+            dst: orig.dst,
+            proto: PROTO_TCP,
+            dport: orig.dport,
+        };
         let decision = policy::evaluate(&self.config.policy, &flow);
         if decision.action == crate::config::Action::Deny {
             let rule = decision.rule.map(|i| self.config.policy.rules[i].name.clone());
@@ -1180,12 +1217,25 @@ impl Engine {
     /// connection's translation, inner header included (RFC 5508 §4.2).
     fn icmp_error<S: Sink>(&mut self, cx: &mut Cx<'_, S>, frame: &mut [u8], m: &mut Meta) -> Verdict {
         let Some(inner) = m.icmp.and_then(|i| i.inner) else {
-            return self.drop(cx, DropReason::Invalid, None, Some(m), "ICMP error without a readable quoted header".into());
+            return self.drop(
+                cx,
+                DropReason::Invalid,
+                None,
+                Some(m),
+                "ICMP error without a readable quoted header".into(),
+            );
         };
-        let quoted = Tuple { src: inner.src, dst: inner.dst, sport: inner.sport, dport: inner.dport, proto: inner.proto };
+        let quoted =
+            Tuple { src: inner.src, dst: inner.dst, sport: inner.sport, dport: inner.dport, proto: inner.proto };
         // The quoted packet left us as `quoted`; the error comes back the other way.
         let Some((id, dir)) = self.table.lookup(&quoted.reversed()) else {
-            return self.drop(cx, DropReason::NoConnection, None, Some(m), "ICMP error about no known connection".into());
+            return self.drop(
+                cx,
+                DropReason::NoConnection,
+                None,
+                Some(m),
+                "ICMP error about no known connection".into(),
+            );
         };
         let conn = self.table.get(id).expect("lookup hit");
         let (arr, dep) = conn.translation(dir);
@@ -1219,7 +1269,13 @@ impl Engine {
         match state.map(|s| s.outcome) {
             Some(Ok((id, dir))) => {
                 let Some(conn) = self.table.get(id) else {
-                    return self.drop(cx, DropReason::NoConnection, None, Some(m), "fragment of an ended connection".into());
+                    return self.drop(
+                        cx,
+                        DropReason::NoConnection,
+                        None,
+                        Some(m),
+                        "fragment of an ended connection".into(),
+                    );
                 };
                 let (arr, dep) = conn.translation(dir);
                 let (egress, next_mac) = (conn.egress(dir), conn.macs[dir.idx()]);
@@ -1230,7 +1286,13 @@ impl Engine {
                     setters::set_dst_ip(frame, m, dep.dst);
                 }
                 if m.ttl <= 1 {
-                    return self.drop(cx, DropReason::TtlExceeded, None, Some(m), "TTL expired in transit (fragment)".into());
+                    return self.drop(
+                        cx,
+                        DropReason::TtlExceeded,
+                        None,
+                        Some(m),
+                        "TTL expired in transit (fragment)".into(),
+                    );
                 }
                 self.emit(cx, frame, m, egress, next_mac)
             }
@@ -1251,7 +1313,14 @@ impl Engine {
     /// Decrement TTL, set MACs, hand the frame back for transmission. Live,
     /// a frame whose next hop has no known MAC waits for ARP / neighbour
     /// discovery; in replay it keeps the capture's destination MAC.
-    fn emit<S: Sink>(&mut self, cx: &mut Cx<'_, S>, frame: &mut [u8], m: &mut Meta, egress: IfIndex, next_mac: Mac) -> Verdict {
+    fn emit<S: Sink>(
+        &mut self,
+        cx: &mut Cx<'_, S>,
+        frame: &mut [u8],
+        m: &mut Meta,
+        egress: IfIndex,
+        next_mac: Mac,
+    ) -> Verdict {
         setters::dec_ttl(frame, m);
         let mut dst_mac = next_mac;
         if dst_mac == [0; 6] {
@@ -1339,7 +1408,10 @@ impl Engine {
                         session: None,
                         src: None,
                         dst: None,
-                        detail: format!("next hop {hop} did not answer {} requests", if hop.is_ipv4() { "ARP" } else { "neighbour" }),
+                        detail: format!(
+                            "next hop {hop} did not answer {} requests",
+                            if hop.is_ipv4() { "ARP" } else { "neighbour" }
+                        ),
                     };
                     let packet = (packet != 0).then_some(packet);
                     cx.sink.event(Event::new(now, packet, ev));

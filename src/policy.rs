@@ -82,14 +82,7 @@ mod tests {
     }
 
     fn flow(dport: u16, proto: u8) -> Flow {
-        Flow {
-            from: 0,
-            to: 1,
-            src: "192.0.2.10".parse().unwrap(),
-            dst: "198.51.100.20".parse().unwrap(),
-            proto,
-            dport,
-        }
+        Flow { from: 0, to: 1, src: "192.0.2.10".parse().unwrap(), dst: "198.51.100.20".parse().unwrap(), proto, dport }
     }
 
     #[test]

@@ -41,7 +41,15 @@ pub struct Options {
 
 impl Options {
     pub fn new(input: impl Into<PathBuf>) -> Options {
-        Options { input: input.into(), config: None, out: None, events: None, seed: DEFAULT_SEED, quiet: false, workers: None }
+        Options {
+            input: input.into(),
+            config: None,
+            out: None,
+            events: None,
+            seed: DEFAULT_SEED,
+            quiet: false,
+            workers: None,
+        }
     }
 }
 
@@ -233,8 +241,13 @@ pub fn run_with<R: Read + Send>(
         let reading = std::thread::Builder::new()
             .name("ftpgate-read".into())
             .spawn_scoped(s, move || read_ahead(reader, arrival, tx, back_rx))
-            .map_err(|e| ReplayError::Io { action: "start a thread to read", path: opts.input.clone(), cause: e.to_string() })?;
-        let feed = Feed { rx, back: back_tx, cur: Chunk::default(), pos: 0, progress: (0, None), frames: 0, warning: None };
+            .map_err(|e| ReplayError::Io {
+                action: "start a thread to read",
+                path: opts.input.clone(),
+                cause: e.to_string(),
+            })?;
+        let feed =
+            Feed { rx, back: back_tx, cur: Chunk::default(), pos: 0, progress: (0, None), frames: 0, warning: None };
         let r = replay_frames(feed, engines, format, config_label, opts);
         if reading.join().is_err() {
             let cause = "the reading thread stopped unexpectedly".to_string();
@@ -266,7 +279,12 @@ struct Chunk {
 /// end or an error, or until the replay stops listening. Decoding and file
 /// reading are about a fifth of a replay's work; on their own thread they
 /// overlap the engine's.
-fn read_ahead<R: Read>(mut reader: CaptureReader<R>, mut arrival: Arrival, tx: SyncSender<Chunk>, back: Receiver<Chunk>) {
+fn read_ahead<R: Read>(
+    mut reader: CaptureReader<R>,
+    mut arrival: Arrival,
+    tx: SyncSender<Chunk>,
+    back: Receiver<Chunk>,
+) {
     loop {
         let mut c = back.try_recv().unwrap_or_default();
         c.metas.clear();
@@ -369,7 +387,11 @@ fn replay_frames(
         None => None,
     };
     let events = match &opts.events {
-        Some(p) => Some(File::create(p).map(|f| BufWriter::with_capacity(256 * 1024, f)).map_err(|e| ReplayError::io("write", p, &e))?),
+        Some(p) => Some(
+            File::create(p)
+                .map(|f| BufWriter::with_capacity(256 * 1024, f))
+                .map_err(|e| ReplayError::io("write", p, &e))?,
+        ),
         None => None,
     };
     let mut sink = ReplaySink {
@@ -395,8 +417,9 @@ fn replay_frames(
     // overlaps the table's cache misses); with several, one at a time to
     // the worker the dispatch rule names.
     let bursts = engines.len() == 1;
-    let mut slots: Vec<Slot> =
-        (0..BATCH).map(|_| Slot { frame: Vec::with_capacity(64 * 1024), packet: 0, now: Nanos::ZERO, ingress: 0 }).collect();
+    let mut slots: Vec<Slot> = (0..BATCH)
+        .map(|_| Slot { frame: Vec::with_capacity(64 * 1024), packet: 0, now: Nanos::ZERO, ingress: 0 })
+        .collect();
     let mut n = 0;
 
     while let Some((meta, Arrived { named, ingress })) = reader.next_frame(&mut frame)? {
@@ -443,7 +466,14 @@ fn replay_frames(
                 sink.event(Event::new(
                     now,
                     Some(meta.index),
-                    EventKind::Drop { reason: DropReason::Unsupported, rule: None, session: None, src: None, dst: None, detail: why.clone() },
+                    EventKind::Drop {
+                        reason: DropReason::Unsupported,
+                        rule: None,
+                        session: None,
+                        src: None,
+                        dst: None,
+                        detail: why.clone(),
+                    },
                 ));
                 count_reason(&mut summary.unsupported, why);
             } else {
@@ -493,7 +523,11 @@ fn replay_frames(
     summary.generated = generated.iter().sum();
     summary.drops = DropReason::ALL.iter().zip(drops).filter(|(_, n)| *n > 0).map(|(r, n)| (*r, n)).collect();
     summary.events = EventKind::NAMES.iter().zip(event_counts).filter(|(_, n)| *n > 0).map(|(k, n)| (*k, n)).collect();
-    debug_assert_eq!(summary.frames_in, summary.frames_out + summary.dropped + summary.consumed, "every frame has one fate");
+    debug_assert_eq!(
+        summary.frames_in,
+        summary.frames_out + summary.dropped + summary.consumed,
+        "every frame has one fate"
+    );
     Ok(summary)
 }
 
@@ -524,7 +558,12 @@ struct Arrived {
 
 impl Arrival {
     fn new(config: &Config) -> Arrival {
-        Arrival { config: config.clone(), routes: crate::route::Routes::new(config), iface_map: Vec::new(), cache: IngressCache::default() }
+        Arrival {
+            config: config.clone(),
+            routes: crate::route::Routes::new(config),
+            iface_map: Vec::new(),
+            cache: IngressCache::default(),
+        }
     }
 
     fn of(&mut self, ifaces: &[CaptureInterface], meta: &FrameMeta, frame: &[u8]) -> Arrived {
@@ -579,7 +618,14 @@ struct Slot {
 
 /// Process the waiting frames together and write the results in input order.
 /// `slots` holds BATCH places (so the burst array needs no allocation); the first `n` wait.
-fn burst(engine: &mut Engine, slots: &mut [Slot], n: usize, sink: &mut ReplaySink, summary: &mut Summary, drops: &mut [u64]) {
+fn burst(
+    engine: &mut Engine,
+    slots: &mut [Slot],
+    n: usize,
+    sink: &mut ReplaySink,
+    summary: &mut Summary,
+    drops: &mut [u64],
+) {
     if n == 0 {
         return;
     }
@@ -694,7 +740,6 @@ impl Clock {
     }
 }
 
-
 struct ReplaySink {
     out: Option<PcapNgOut<BufWriter<File>>>,
     out_path: PathBuf,
@@ -781,7 +826,8 @@ impl Progress {
             return;
         }
         self.last = Instant::now();
-        let pct = total.filter(|&t| t > 0).map(|t| format!(", {:.0}%", done as f64 * 100.0 / t as f64)).unwrap_or_default();
+        let pct =
+            total.filter(|&t| t > 0).map(|t| format!(", {:.0}%", done as f64 * 100.0 / t as f64)).unwrap_or_default();
         let mut err = io::stderr().lock();
         let _ = write!(err, "\rreplay: {frames} frames{pct}\x1b[K");
         let _ = err.flush();
@@ -797,7 +843,6 @@ impl Progress {
         }
     }
 }
-
 
 #[cfg(test)]
 mod tests {
@@ -824,7 +869,10 @@ mod tests {
             mtu: 1500,
         };
         Config {
-            interfaces: vec![iface("inside", Some("veth-gw-in"), "192.0.2.1/24"), iface("outside", None, "198.51.100.1/24")],
+            interfaces: vec![
+                iface("inside", Some("veth-gw-in"), "192.0.2.1/24"),
+                iface("outside", None, "198.51.100.1/24"),
+            ],
             nat: Nat { masquerade: vec![], forward: vec![], ports: PortMode::Random },
             ftp: Ftp::default(),
             policy: Policy { default: Action::Allow, rules: vec![], pickup: false },
@@ -867,7 +915,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let f = tcp_frame([203, 0, 113, 5], [192, 0, 2, 9], 40000, 21);
         let bytes = pcap_bytes(&[(100, &f), (101, &f), (99, &f)]);
-        let opts = Options { events: Some(dir.path().join("ev.jsonl")), out: Some(dir.path().join("out.pcapng")), ..quiet("in.pcap") };
+        let opts = Options {
+            events: Some(dir.path().join("ev.jsonl")),
+            out: Some(dir.path().join("out.pcapng")),
+            ..quiet("in.pcap")
+        };
         let s = replay(bytes, &opts).unwrap();
         // The engine under test may route these; the accounting must balance either way.
         assert_eq!(s.frames_in, 3);
@@ -904,7 +956,12 @@ mod tests {
             })
             .unwrap();
         }
-        w.write_pcapng_block(InterfaceDescriptionBlock { linktype: DataLink::Unknown(147), snaplen: 0, options: vec![] }).unwrap();
+        w.write_pcapng_block(InterfaceDescriptionBlock {
+            linktype: DataLink::Unknown(147),
+            snaplen: 0,
+            options: vec![],
+        })
+        .unwrap();
         for (iface, n) in [(0u32, 2), (1, 3), (3, 1)] {
             for _ in 0..n {
                 let epb = EnhancedPacketBlock {
@@ -943,10 +1000,12 @@ mod tests {
         let names: Vec<_> = r
             .interfaces()
             .iter()
-            .map(|i| i.options.iter().find_map(|o| match o {
-                InterfaceDescriptionOption::IfName(n) => Some(n.to_string()),
-                _ => None,
-            }))
+            .map(|i| {
+                i.options.iter().find_map(|o| match o {
+                    InterfaceDescriptionOption::IfName(n) => Some(n.to_string()),
+                    _ => None,
+                })
+            })
             .collect();
         assert_eq!(names, [Some("veth-gw-in".to_string()), Some("outside".to_string())]);
     }
@@ -1013,7 +1072,14 @@ mod tests {
         let name = || std::sync::Arc::<str>::from("x");
         let kinds = [
             EventKind::ConnectionNew { protocol: "tcp", src: ep, dst: ep, from: name(), to: name() },
-            EventKind::ConnectionEnd { protocol: "tcp", src: ep, dst: ep, from: name(), to: name(), reason: crate::event::EndReason::Fin },
+            EventKind::ConnectionEnd {
+                protocol: "tcp",
+                src: ep,
+                dst: ep,
+                from: name(),
+                to: name(),
+                reason: crate::event::EndReason::Fin,
+            },
             EventKind::Nat { original: pair, translated: pair },
             EventKind::FtpCommand { session: sess, line: line() },
             EventKind::FtpReply { session: sess, line: line() },
@@ -1022,13 +1088,21 @@ mod tests {
             EventKind::PinholeOpen { session: sess, peer: ip, address: ip, port: 1, expires: 0.0 },
             EventKind::PinholeUse { session: sess, address: ip, port: 1 },
             EventKind::PinholeExpire { session: sess, address: ip, port: 1 },
-            EventKind::Drop { reason: DropReason::Policy, rule: None, session: None, src: None, dst: None, detail: line() },
+            EventKind::Drop {
+                reason: DropReason::Policy,
+                rule: None,
+                session: None,
+                src: None,
+                dst: None,
+                detail: line(),
+            },
             EventKind::Reset { session: sess, reason: DropReason::Bounce },
             EventKind::CaptureGap { session: sess, from: "client", bytes: 10 },
         ];
         let mut seen = std::collections::HashSet::new();
         for k in kinds {
-            let json: serde_json::Value = serde_json::from_str(&Event::new(Nanos(0), None, k.clone()).to_json()).unwrap();
+            let json: serde_json::Value =
+                serde_json::from_str(&Event::new(Nanos(0), None, k.clone()).to_json()).unwrap();
             assert_eq!(json["event"], k.name());
             seen.insert(k.index());
         }

@@ -57,10 +57,10 @@ impl Routes {
     }
 
     pub fn lookup(&self, dst: IpAddr) -> Option<Hop> {
-        self.entries.iter().find(|e| e.net.contains(&dst)).map(|e| Hop {
-            iface: e.iface,
-            next_hop: e.via.unwrap_or(dst),
-        })
+        self.entries
+            .iter()
+            .find(|e| e.net.contains(&dst))
+            .map(|e| Hop { iface: e.iface, next_hop: e.via.unwrap_or(dst) })
     }
 
     /// The interface holding `ip` when it is one of the gateway's own addresses.
@@ -80,7 +80,9 @@ impl Routes {
 
 /// The first address of `ip`'s family that the interface holds (the masquerade source).
 pub fn iface_address(cfg: &Config, iface: IfIndex, like: IpAddr) -> Option<IpAddr> {
-    cfg.interfaces.get(iface)?.addresses.iter().map(|n| n.addr()).find(|a| a.is_ipv4() == like.is_ipv4()
+    cfg.interfaces.get(iface)?.addresses.iter().map(|n| n.addr()).find(|a| {
+        a.is_ipv4() == like.is_ipv4()
         // A link-local IPv6 address is no use as a masquerade source.
-        && !matches!(a, IpAddr::V6(v6) if (v6.segments()[0] & 0xffc0) == 0xfe80))
+        && !matches!(a, IpAddr::V6(v6) if (v6.segments()[0] & 0xffc0) == 0xfe80)
+    })
 }

@@ -24,12 +24,22 @@ enum Ex {
     User,
     Noop,
     Retr,
-    Port { p: u16, lower: bool },
+    Port {
+        p: u16,
+        lower: bool,
+    },
     /// A privileged port: refused by the gateway (the server sees NOOP).
     PortPrivileged,
-    Eprt { p: u16 },
-    Pasv { other_host: bool, p: u16 },
-    Epsv { p: u16 },
+    Eprt {
+        p: u16,
+    },
+    Pasv {
+        other_host: bool,
+        p: u16,
+    },
+    Epsv {
+        p: u16,
+    },
 }
 
 fn ex() -> impl Strategy<Value = Ex> {
@@ -227,7 +237,8 @@ impl Run<'_> {
             if let Some(k) = c.retransmit {
                 let list = if from_client { &self.sent_c } else { &self.sent_s };
                 let (seq, bytes) = list[list.len() - 1 - k as usize % list.len()].clone();
-                let (v, seen) = if from_client { self.sim.client_at(seq, &bytes) } else { self.sim.server_at(seq, &bytes) };
+                let (v, seen) =
+                    if from_client { self.sim.client_at(seq, &bytes) } else { self.sim.server_at(seq, &bytes) };
                 Self::expect_passed(v, "a retransmission");
                 if let Some(s) = &seen {
                     let other_sent = if from_client { self.sim.s_seq } else { self.sim.c_seq };
@@ -243,7 +254,11 @@ impl Run<'_> {
 
     /// The receiving end acknowledges part of what it has received, in its own numbers.
     fn partial_ack(&mut self, by_server: bool, frac: u8) {
-        let (last, rcv) = if by_server { (self.acked_by_server, self.sim.server_rcv) } else { (self.acked_by_client, self.sim.client_rcv) };
+        let (last, rcv) = if by_server {
+            (self.acked_by_server, self.sim.server_rcv)
+        } else {
+            (self.acked_by_client, self.sim.client_rcv)
+        };
         let span = rcv.wrapping_sub(last) as u64;
         let ack = last.wrapping_add((span * frac as u64 / 255) as u32);
         let (v, out) = if by_server {
@@ -270,7 +285,13 @@ fn outcome(sim: &FtpSim) -> Outcome {
         .s
         .of_kind("pinhole_open")
         .iter()
-        .map(|p| (p["address"].as_str().unwrap().to_string(), p["port"].as_u64().unwrap(), p["peer"].as_str().unwrap().to_string()))
+        .map(|p| {
+            (
+                p["address"].as_str().unwrap().to_string(),
+                p["port"].as_u64().unwrap(),
+                p["peer"].as_str().unwrap().to_string(),
+            )
+        })
         .collect();
     (sim.server_got.clone(), sim.client_got.clone(), pins)
 }
@@ -364,14 +385,21 @@ proptest! {
 /// hold trivially.
 #[test]
 fn the_reference_session_is_rewritten() {
-    let turns = vec![vec![Ex::Port { p: 5000, lower: false }, Ex::PortPrivileged], vec![Ex::Pasv { other_host: true, p: 6000 }]];
+    let turns = vec![
+        vec![Ex::Port { p: 5000, lower: false }, Ex::PortPrivileged],
+        vec![Ex::Pasv { other_host: true, p: 6000 }],
+    ];
     let (srv, cli, pins) = reference(&turns, Layout::Masquerade, PortMode::Preserve);
     assert_eq!(String::from_utf8(srv).unwrap(), "PORT 198,51,100,1,19,136\r\nNOOP\r\nPASV\r\n");
     let cli = String::from_utf8(cli).unwrap();
-    assert!(cli.contains("\r\n501 ") && cli.ends_with("227 Entering Passive Mode (198,51,100,20,23,112).\r\n"), "{cli:?}");
+    assert!(
+        cli.contains("\r\n501 ") && cli.ends_with("227 Entering Passive Mode (198,51,100,20,23,112).\r\n"),
+        "{cli:?}"
+    );
     assert_eq!(pins.len(), 2);
 
-    let (srv, cli, _) = reference(&[vec![Ex::Pasv { other_host: false, p: 6000 }]], Layout::Published, PortMode::Preserve);
+    let (srv, cli, _) =
+        reference(&[vec![Ex::Pasv { other_host: false, p: 6000 }]], Layout::Published, PortMode::Preserve);
     assert_eq!(srv, b"PASV\r\n");
     assert!(String::from_utf8(cli).unwrap().ends_with("227 Entering Passive Mode (198,51,100,1,23,112).\r\n"));
 }
@@ -381,7 +409,10 @@ fn the_reference_session_is_rewritten() {
 /// previous ones' last bytes.
 #[test]
 fn a_port_line_one_byte_at_a_time_with_every_byte_repeated() {
-    let turns = vec![vec![Ex::Port { p: 40000, lower: false }, Ex::Eprt { p: 40001 }], vec![Ex::Pasv { other_host: false, p: 40002 }]];
+    let turns = vec![
+        vec![Ex::Port { p: 40000, lower: false }, Ex::Eprt { p: 40001 }],
+        vec![Ex::Pasv { other_host: false, p: 40002 }],
+    ];
     let cuts = vec![Cut { size: 1, retransmit: Some(0), partial_ack: Some(128), overlap: None }];
     let overlapping = vec![Cut { size: 3, retransmit: None, partial_ack: None, overlap: Some(5) }];
     for layout in [Layout::Masquerade, Layout::Published] {

@@ -81,7 +81,13 @@ const PORT_LINE: &[u8] = b"PORT 192,0,2,10,156,65\r\n";
 /// The whole session, written with what the gateway is believed to choose.
 fn active_capture(l: &Learned) -> (Capture, Flow, [u64; 5]) {
     let mut cap = Capture::new();
-    let mut f = Flow::new(("192.0.2.10", 40000), ("198.51.100.20", 21), ("198.51.100.20", 21), ("198.51.100.1", l.ctl_port), IF_IN);
+    let mut f = Flow::new(
+        ("192.0.2.10", 40000),
+        ("198.51.100.20", 21),
+        ("198.51.100.20", 21),
+        ("198.51.100.1", l.ctl_port),
+        IF_IN,
+    );
     f.handshake(&mut cap);
     f.s(&mut cap, b"220 ready\r\n");
     f.c(&mut cap, b"USER anonymous\r\n");
@@ -95,7 +101,11 @@ fn active_capture(l: &Learned) -> (Capture, Flow, [u64; 5]) {
     let stranger = syn(&mut cap, IF_OUT, ("203.0.113.66", 20), pub_q);
     let data = syn(&mut cap, IF_OUT, ("198.51.100.20", 20), pub_q);
     // The client answers the data SYN.
-    let t = tcp(CLIENT_MAC, GW_IN_MAC, Tcp { src: ("192.0.2.10", 40001), dst: ("198.51.100.20", 20), seq: 500, ack: 8, flags: "SA", payload: b"" });
+    let t = tcp(
+        CLIENT_MAC,
+        GW_IN_MAC,
+        Tcp { src: ("192.0.2.10", 40001), dst: ("198.51.100.20", 20), seq: 500, ack: 8, flags: "SA", payload: b"" },
+    );
     let synack = cap.push(IF_IN, t);
     // The pinhole was one-shot: the server's second try, from another port, is refused.
     let again = syn(&mut cap, IF_OUT, ("198.51.100.20", 21000), pub_q);
@@ -211,7 +221,9 @@ fn passive_227_and_229_to_the_published_server() {
     }
     // The client's acknowledgement of the grown 227 reaches the server in its own numbers.
     let acks: Vec<u32> = frames_between(&r, "veth-gw-in", f.client_seen, f.server).iter().map(|s| s.ack).collect();
-    let sent = 11 + b"227 Entering Passive Mode (192,0,2,20,195,90).\r\n".len() + b"229 Entering Extended Passive Mode (|||50020|)\r\n".len();
+    let sent = 11
+        + b"227 Entering Passive Mode (192,0,2,20,195,90).\r\n".len()
+        + b"229 Entering Extended Passive Mode (|||50020|)\r\n".len();
     assert_eq!(*acks.last().unwrap(), S_ISN.wrapping_add(1 + sent as u32));
 }
 
@@ -222,20 +234,36 @@ fn passive_227_and_229_to_the_published_server() {
 #[test]
 fn eprt_over_ipv6_without_nat_opens_a_pinhole_and_rewrites_nothing() {
     let mut cap = Capture::new();
-    let mut f = Flow::new(("2001:db8:1::10", 40000), ("2001:db8:2::20", 21), ("2001:db8:2::20", 21), ("2001:db8:1::10", 40000), IF_IN);
+    let mut f = Flow::new(
+        ("2001:db8:1::10", 40000),
+        ("2001:db8:2::20", 21),
+        ("2001:db8:2::20", 21),
+        ("2001:db8:1::10", 40000),
+        IF_IN,
+    );
     f.handshake(&mut cap);
     f.s(&mut cap, b"220 ready\r\n");
     let eprt = f.c(&mut cap, b"EPRT |2|2001:db8:1::10|5282|\r\n");
     f.s(&mut cap, b"200 EPRT ok\r\n");
     let stranger = syn(&mut cap, IF_OUT, ("2001:db8:2::66", 20), ("2001:db8:1::10", 5282));
     let data = syn(&mut cap, IF_OUT, ("2001:db8:2::20", 20), ("2001:db8:1::10", 5282));
-    let r = replay_capture(&cap, Some(&lab_yaml_rules(false, "", "{name: ftp-out, action: allow, from: inside, to: outside, protocol: tcp, ports: [21]}")));
+    let r = replay_capture(
+        &cap,
+        Some(&lab_yaml_rules(
+            false,
+            "",
+            "{name: ftp-out, action: allow, from: inside, to: outside, protocol: tcp, ports: [21]}",
+        )),
+    );
     r.assert_sane();
     assert!(r.of_kind("alg_rewrite").is_empty());
     assert_eq!(to_server(&r, &f), b"EPRT |2|2001:db8:1::10|5282|\r\n");
     let pins = r.of_kind("pinhole_open");
     assert_eq!(pins.len(), 1);
-    assert_eq!((pins[0]["peer"].as_str(), pins[0]["address"].as_str(), pins[0]["port"].as_u64()), (Some("2001:db8:2::20"), Some("2001:db8:1::10"), Some(5282)));
+    assert_eq!(
+        (pins[0]["peer"].as_str(), pins[0]["address"].as_str(), pins[0]["port"].as_u64()),
+        (Some("2001:db8:2::20"), Some("2001:db8:1::10"), Some(5282))
+    );
     assert_eq!(pins[0]["packet"], eprt);
     assert_eq!(r.drops("policy").len(), 1);
     assert_eq!(r.drops("policy")[0]["packet"], stranger);
@@ -300,7 +328,12 @@ fn a_port_split_over_three_segments_is_held_then_rewritten_whole() {
     assert_eq!(port_seg.payload, b"PORT 198,51,100,1,4,1\r\n");
     assert_eq!(port_seg.seq, C_ISN.wrapping_add(1));
     let k = kinds_at(&r, p3);
-    assert!(k.contains(&"ftp_command".to_string()) && k.contains(&"alg_rewrite".to_string()) && k.contains(&"pinhole_open".to_string()), "{k:?}");
+    assert!(
+        k.contains(&"ftp_command".to_string())
+            && k.contains(&"alg_rewrite".to_string())
+            && k.contains(&"pinhole_open".to_string()),
+        "{k:?}"
+    );
     assert!(kinds_at(&r, data).contains(&"pinhole_use".to_string()));
     // The server's ACK of the grown line maps back to the end of the client's 21 bytes.
     let acks: Vec<u32> = frames_between(&r, "veth-gw-in", f.server_pub, f.client).iter().map(|s| s.ack).collect();
@@ -401,7 +434,11 @@ fn zero_address_peer_means_the_client() {
     assert_eq!(pins.len(), 1);
     assert_eq!(pins[0]["packet"], port);
     assert!(kinds_at(&r, data).contains(&"pinhole_use".to_string()));
-    assert_eq!(frames_between(&r, "veth-gw-in", (a("198.51.100.20"), 20), (a("192.0.2.10"), 1027)).len(), 1, "to the client itself");
+    assert_eq!(
+        frames_between(&r, "veth-gw-in", (a("198.51.100.20"), 20), (a("192.0.2.10"), 1027)).len(),
+        1,
+        "to the client itself"
+    );
 }
 
 #[test]
@@ -484,11 +521,20 @@ fn pasv_mismatch_fix_points_the_client_at_the_server() {
     assert_eq!(rw[0]["packet"], p227);
     let pins = r.of_kind("pinhole_open");
     assert_eq!(pins.len(), 1);
-    assert_eq!((pins[0]["address"].as_str(), pins[0]["port"].as_u64(), pins[0]["peer"].as_str()), (Some("198.51.100.20"), Some(25601), Some("192.0.2.10")));
+    assert_eq!(
+        (pins[0]["address"].as_str(), pins[0]["port"].as_u64(), pins[0]["peer"].as_str()),
+        (Some("198.51.100.20"), Some(25601), Some("192.0.2.10"))
+    );
     assert_eq!(r.drops("policy").iter().map(|e| e["packet"].clone()).collect::<Vec<_>>(), [named]);
     assert!(kinds_at(&r, server).contains(&"pinhole_use".to_string()));
     // The data connection leaves masqueraded like its control connection.
-    assert_eq!(r.sent_on("veth-gw-out").iter().filter(|s| s.dst == a("198.51.100.20") && s.dport == 25601 && s.src == a("198.51.100.1")).count(), 1);
+    assert_eq!(
+        r.sent_on("veth-gw-out")
+            .iter()
+            .filter(|s| s.dst == a("198.51.100.20") && s.dport == 25601 && s.src == a("198.51.100.1"))
+            .count(),
+        1
+    );
 }
 
 #[test]
@@ -740,7 +786,8 @@ fn port_text_inside_an_argument_is_not_a_port_command() {
 #[test]
 fn ftp_looking_payload_on_port_80_is_not_inspected() {
     let mut cap = Capture::new();
-    let mut f = Flow::new(("192.0.2.10", 40000), ("198.51.100.20", 80), ("198.51.100.20", 80), ("198.51.100.1", 40000), IF_IN);
+    let mut f =
+        Flow::new(("192.0.2.10", 40000), ("198.51.100.20", 80), ("198.51.100.20", 80), ("198.51.100.1", 40000), IF_IN);
     f.handshake(&mut cap);
     f.s(&mut cap, b"220 ready\r\n");
     f.c(&mut cap, b"PORT 192,0,2,10,4,1\r\n");
@@ -772,9 +819,17 @@ fn active_mode_to_the_published_server_leaves_from_the_public_address() {
     let eprt = f.c(&mut cap, b"EPRT |1|198.51.100.10|5002|\r\n");
     f.s(&mut cap, b"200 ok\r\n");
     // The server's data connections, from inside.
-    let t = tcp(SERVER_MAC, GW_IN_MAC, Tcp { src: ("192.0.2.20", 20), dst: ("198.51.100.10", 5001), seq: 9, ack: 0, flags: "S", payload: b"" });
+    let t = tcp(
+        SERVER_MAC,
+        GW_IN_MAC,
+        Tcp { src: ("192.0.2.20", 20), dst: ("198.51.100.10", 5001), seq: 9, ack: 0, flags: "S", payload: b"" },
+    );
     let data1 = cap.push(IF_IN, t);
-    let t = tcp(SERVER_MAC, GW_IN_MAC, Tcp { src: ("192.0.2.20", 20), dst: ("198.51.100.10", 5002), seq: 9, ack: 0, flags: "S", payload: b"" });
+    let t = tcp(
+        SERVER_MAC,
+        GW_IN_MAC,
+        Tcp { src: ("192.0.2.20", 20), dst: ("198.51.100.10", 5002), seq: 9, ack: 0, flags: "S", payload: b"" },
+    );
     let data2 = cap.push(IF_IN, t);
     let r = replay_capture(&cap, Some(&cfg));
     r.assert_sane();
@@ -782,21 +837,35 @@ fn active_mode_to_the_published_server_leaves_from_the_public_address() {
     let pins = r.of_kind("pinhole_open");
     assert_eq!(pins.len(), 2);
     for (p, pkt, port_) in [(&pins[0], port, 5001), (&pins[1], eprt, 5002)] {
-        assert_eq!((p["peer"].as_str(), p["address"].as_str(), p["port"].as_u64()), (Some("192.0.2.20"), Some("198.51.100.10"), Some(port_)));
+        assert_eq!(
+            (p["peer"].as_str(), p["address"].as_str(), p["port"].as_u64()),
+            (Some("192.0.2.20"), Some("198.51.100.10"), Some(port_))
+        );
         assert_eq!(p["packet"], pkt);
     }
     for (pkt, port_) in [(data1, 5001), (data2, 5002)] {
         assert!(kinds_at(&r, pkt).contains(&"pinhole_use".to_string()), "{:?}", r.at_packet(pkt));
         // The client only knows the server as 198.51.100.1.
         let out = frames_between(&r, "veth-gw-out", (a("198.51.100.1"), 20), (a("198.51.100.10"), port_));
-        assert_eq!(out.len(), 1, "data SYN to {port_} leaves from the published address: {:?}", r.sent_on("veth-gw-out"));
+        assert_eq!(
+            out.len(),
+            1,
+            "data SYN to {port_} leaves from the published address: {:?}",
+            r.sent_on("veth-gw-out")
+        );
     }
 }
 
 #[test]
 fn eprt_over_ipv6_through_masquerade_is_rewritten_to_the_public_address() {
     let mut cap = Capture::new();
-    let mut f = Flow::new(("2001:db8:1::10", 40000), ("2001:db8:2::20", 21), ("2001:db8:2::20", 21), ("2001:db8:2::1", 40000), IF_IN);
+    let mut f = Flow::new(
+        ("2001:db8:1::10", 40000),
+        ("2001:db8:2::20", 21),
+        ("2001:db8:2::20", 21),
+        ("2001:db8:2::1", 40000),
+        IF_IN,
+    );
     f.handshake(&mut cap);
     f.s(&mut cap, b"220 ready\r\n");
     let eprt = f.c_as(&mut cap, b"EPRT |2|2001:db8:1::10|5282|\r\n", b"EPRT |2|2001:db8:2::1|5282|\r\n");
@@ -821,7 +890,13 @@ fn eprt_over_ipv6_through_masquerade_is_rewritten_to_the_public_address() {
 fn epsv_over_ipv6_to_the_published_server() {
     let cfg = rules_yaml_preserve("lab-published.yaml");
     let mut cap = Capture::new();
-    let mut f = Flow::new(("2001:db8:2::10", 50000), ("2001:db8:2::1", 21), ("2001:db8:1::20", 21), ("2001:db8:2::10", 50000), IF_OUT);
+    let mut f = Flow::new(
+        ("2001:db8:2::10", 50000),
+        ("2001:db8:2::1", 21),
+        ("2001:db8:1::20", 21),
+        ("2001:db8:2::10", 50000),
+        IF_OUT,
+    );
     f.handshake(&mut cap);
     f.s(&mut cap, b"220 ready\r\n");
     f.c(&mut cap, b"EPSV\r\n");
@@ -850,10 +925,15 @@ fn a_fin_releases_a_held_partial_line() {
     assert!(r.at_packet(partial).iter().all(|e| e["event"] != "drop"));
     // The held bytes go out with (or before) the FIN; nothing is lost.
     assert_eq!(to_server(&r, &f), b"NOOP\r\nPORT 192,0,");
-    let fins: Vec<&OutFrame> = r.out.iter().filter(|o| o.iface == "veth-gw-out" && tcp_flags_of(&o.frame).contains('F')).collect();
+    let fins: Vec<&OutFrame> =
+        r.out.iter().filter(|o| o.iface == "veth-gw-out" && tcp_flags_of(&o.frame).contains('F')).collect();
     assert_eq!(fins.len(), 1, "FIN forwarded (packet {fin})");
     let s = decode_verified(&fins[0].frame);
-    assert_eq!(s.seq.wrapping_add(s.payload.len() as u32), C_ISN.wrapping_add(1 + 17), "the FIN sits after the last byte");
+    assert_eq!(
+        s.seq.wrapping_add(s.payload.len() as u32),
+        C_ISN.wrapping_add(1 + 17),
+        "the FIN sits after the last byte"
+    );
     no_pinholes(&r);
 }
 
@@ -907,8 +987,8 @@ fn a_bounce_disguised_for_a_telnet_aware_server_does_not_reach_it() {
     for line in [
         &b"\xff\xf4\xff\xf2PORT 203,0,113,9,0,80\r\n"[..], // IAC IP, IAC DM: what a client sends before ABOR
         b"\xff\xfb\x01PORT 203,0,113,9,0,80\r\n",          // IAC WILL ECHO
-        b"PO\xff\xf4RT 203,0,113,9,0,80\r\n",               // IAC IP inside the verb
-        b"PORT\t203,0,113,9,0,80\r\n",                      // a tab after the verb
+        b"PO\xff\xf4RT 203,0,113,9,0,80\r\n",              // IAC IP inside the verb
+        b"PORT\t203,0,113,9,0,80\r\n",                     // a tab after the verb
     ] {
         let (server_got, reasons) = disguised(line);
         if server_got.windows(11).any(|w| w == b"203,0,113,9") {

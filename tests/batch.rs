@@ -44,11 +44,8 @@ fn same_as_one_by_one(config: &Config, frames: &[Input], bursts: &[usize]) -> [u
         }
 
         let mut bufs: Vec<Vec<u8>> = group.iter().map(|(_, f)| f.clone()).collect();
-        let mut batch: Vec<BatchFrame<'_>> = bufs
-            .iter_mut()
-            .enumerate()
-            .map(|(j, b)| BatchFrame::new(group[j].0, (i + j + 1) as u64, b))
-            .collect();
+        let mut batch: Vec<BatchFrame<'_>> =
+            bufs.iter_mut().enumerate().map(|(j, b)| BatchFrame::new(group[j].0, (i + j + 1) as u64, b)).collect();
         many.process_batch(t, &mut batch, &mut s2);
         let verdicts: Vec<Verdict> = batch.iter().map(|b| b.verdict).collect();
         drop(batch);
@@ -114,7 +111,13 @@ fn batch_matches_frame_by_frame_on_recorded_ftp_sessions() {
     }
 }
 
-fn syn_ack(src: (&'static str, u16), dst: (&'static str, u16), seq: u32, ack: u32, flags: &'static str) -> Tcp<'static> {
+fn syn_ack(
+    src: (&'static str, u16),
+    dst: (&'static str, u16),
+    seq: u32,
+    ack: u32,
+    flags: &'static str,
+) -> Tcp<'static> {
     Tcp { src, dst, seq, ack, flags, payload: b"" }
 }
 
@@ -137,8 +140,22 @@ fn synthetic() -> Vec<Input> {
             match p % 8 {
                 // Data both ways.
                 0 | 1 => {
-                    v.push(out(Tcp { src: (c, cp), dst: (srv, 80), seq: 101, ack: 901, flags: "PA", payload: b"GET /\r\n" }));
-                    v.push(back(Tcp { src: (srv, 80), dst: (pubip, cp), seq: 901, ack: 108, flags: "PA", payload: b"ok" }));
+                    v.push(out(Tcp {
+                        src: (c, cp),
+                        dst: (srv, 80),
+                        seq: 101,
+                        ack: 901,
+                        flags: "PA",
+                        payload: b"GET /\r\n",
+                    }));
+                    v.push(back(Tcp {
+                        src: (srv, 80),
+                        dst: (pubip, cp),
+                        seq: 901,
+                        ack: 108,
+                        flags: "PA",
+                        payload: b"ok",
+                    }));
                 }
                 // Closed with FIN both ways; the next round's SYN reuses the tuple.
                 2 => {

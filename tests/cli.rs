@@ -158,7 +158,8 @@ fn corrupt_pcap_header_exits_2() {
     assert_one_line_naming(&out, &bad, "corrupt pcap header (version 9.4)");
 
     let ng = dir.path().join("bad.pcapng");
-    fs::write(&ng, [0x0A, 0x0D, 0x0D, 0x0A, 28, 0, 0, 0, 9, 9, 9, 9, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]).unwrap();
+    fs::write(&ng, [0x0A, 0x0D, 0x0D, 0x0A, 28, 0, 0, 0, 9, 9, 9, 9, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0])
+        .unwrap();
     let out = ftpgate(&["replay", "-q", ng.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(2));
     assert_one_line_naming(&out, &ng, "pcapng section header");
@@ -316,7 +317,8 @@ fn library_replay_of_every_public_capture_balances() {
     for cap in public_captures() {
         let reader = CaptureReader::open(&cap).unwrap_or_else(|e| panic!("{e}"));
         let opts = Options { quiet: true, ..Options::new(&cap) };
-        let s = run_with(reader, vec![Engine::new(config_in_code(), 1)], "in code", &opts).unwrap_or_else(|e| panic!("{e}"));
+        let s = run_with(reader, vec![Engine::new(config_in_code(), 1)], "in code", &opts)
+            .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(s.frames_in, independent_count(&cap), "{}", cap.display());
         assert_eq!(s.frames_in, s.frames_out + s.dropped + s.consumed, "{}", cap.display());
         assert!(s.warnings.is_empty(), "{}: {:?}", cap.display(), s.warnings);

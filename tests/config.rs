@@ -118,16 +118,10 @@ fn builtin_default_has_the_contract_properties() {
 
     // The lab's outside ranges are not claimed by inside.
     for a in ["198.51.100.20", "203.0.113.5", "2001:db8:2::20"] {
-        assert!(
-            !inside.routes.iter().any(|r| r.to.contains(&ip(a))),
-            "{a} must route outside"
-        );
+        assert!(!inside.routes.iter().any(|r| r.to.contains(&ip(a))), "{a} must route outside");
     }
     for a in ["192.0.2.10", "10.1.2.3", "2001:db8:1::10", "fd00::1"] {
-        assert!(
-            inside.routes.iter().any(|r| r.to.contains(&ip(a))),
-            "{a} must route inside"
-        );
+        assert!(inside.routes.iter().any(|r| r.to.contains(&ip(a))), "{a} must route inside");
     }
 }
 
@@ -171,19 +165,13 @@ fn published_files_name_the_inside_server_in_rules() {
 fn defaults_match_the_contract() {
     let c = ok("interfaces:\n  inside:\n");
     let i = &c.interfaces[0];
-    assert_eq!(
-        (i.name.as_str(), i.device.as_deref(), i.mtu, i.mac),
-        ("inside", None, 1500, None)
-    );
+    assert_eq!((i.name.as_str(), i.device.as_deref(), i.mtu, i.mac), ("inside", None, 1500, None));
     assert!(i.addresses.is_empty() && i.routes.is_empty() && i.gateway.is_none());
     assert_eq!(c.nat.ports, PortMode::Random);
     assert!(c.nat.masquerade.is_empty() && c.nat.forward.is_empty());
     let f = &c.ftp;
     assert_eq!(f.control_ports, [21]);
-    assert_eq!(
-        (f.active, f.passive, f.third_party),
-        (Action::Allow, Action::Allow, Action::Deny)
-    );
+    assert_eq!((f.active, f.passive, f.third_party), (Action::Allow, Action::Allow, Action::Deny));
     assert_eq!(f.pasv_mismatch, PasvMismatch::Fix);
     assert_eq!(f.privileged_data_ports, Action::Deny);
     assert_eq!(f.zero_address, ZeroAddress::Peer);
@@ -216,18 +204,10 @@ fn the_contract_example_compiles_to_what_it_says() {
     assert_eq!(c.nat.masquerade, [Masquerade { from: 0, to: 1 }]);
     assert_eq!(
         c.nat.forward,
-        [Forward {
-            on: 1,
-            protocol: Protocol::Tcp,
-            port: 21,
-            to: "192.0.2.20:21".parse().unwrap()
-        }]
+        [Forward { on: 1, protocol: Protocol::Tcp, port: 21, to: "192.0.2.20:21".parse().unwrap() }]
     );
     let r = &c.policy.rules[0];
-    assert_eq!(
-        (r.name.as_str(), r.action, r.from, r.to),
-        ("lan-to-ftp", Action::Allow, Some(0), Some(1))
-    );
+    assert_eq!((r.name.as_str(), r.action, r.from, r.to), ("lan-to-ftp", Action::Allow, Some(0), Some(1)));
     assert_eq!(r.source, [net("192.0.2.0/24")]);
     assert!(r.destination.is_empty(), "any is the empty list");
     assert_eq!(r.protocol, Protocol::Tcp);
@@ -274,11 +254,7 @@ fn every_value_can_be_changed() {
     assert_eq!(c.policy.rules[1].protocol, Protocol::Icmp);
     assert_eq!((c.limits.max_connections, c.limits.max_connections_per_source), (10, 2));
     assert_eq!(c.timeouts.tcp_established, Duration::from_secs(3600));
-    assert_eq!(
-        c.timeouts.tcp_transitory,
-        Duration::from_secs(90),
-        "a bare number is seconds"
-    );
+    assert_eq!(c.timeouts.tcp_transitory, Duration::from_secs(90), "a bare number is seconds");
     assert_eq!(c.timeouts.udp, Duration::from_secs(60));
     assert_eq!(c.timeouts.icmp, Duration::from_secs(5));
 }
@@ -292,9 +268,7 @@ fn fixture_unknown_key() {
     assert!(e[0].message.contains("unknown key 'stricct'"), "{}", e[0].message);
     assert!(e[0].message.contains("did you mean 'strict'?"), "{}", e[0].message);
     assert!(e[0].file.ends_with("tests/data/config/unknown_key.yaml"));
-    assert!(e[0]
-        .to_string()
-        .starts_with(&format!("{}:6:3: unknown key 'stricct'", e[0].file)));
+    assert!(e[0].to_string().starts_with(&format!("{}:6:3: unknown key 'stricct'", e[0].file)));
     assert!(e[0].to_string().ends_with(" (ftp.stricct)"));
 }
 
@@ -385,12 +359,7 @@ fn wrong_types_are_reported_where_they_are() {
     ));
     assert_eq!(
         places(&e),
-        [
-            (7, 11, "ftp.strict"),
-            (8, 17, "ftp.max_pinholes"),
-            (9, 18, "ftp.control_ports"),
-            (12, 5, "policy.rules")
-        ]
+        [(7, 11, "ftp.strict"), (8, 17, "ftp.max_pinholes"), (9, 18, "ftp.control_ports"), (12, 5, "policy.rules")]
     );
     assert!(e[0].message.contains("expected true or false"));
     assert!(e[1].message.contains("expected a whole number"));
@@ -401,30 +370,12 @@ fn wrong_types_are_reported_where_they_are() {
 #[test]
 fn unknown_enum_values_list_the_allowed_ones() {
     let cases = [
-        (
-            "policy:\n  rules:\n    - {action: permit}\n",
-            "unknown value 'permit' for action: expected allow | deny",
-        ),
-        (
-            "ftp:\n  third_party: maybe\n",
-            "unknown value 'maybe' for third_party: expected deny | allow",
-        ),
-        (
-            "ftp:\n  pasv_mismatch: rewrite\n",
-            "unknown value 'rewrite' for pasv_mismatch: expected fix | deny | allow",
-        ),
-        (
-            "ftp:\n  zero_address: any\n",
-            "unknown value 'any' for zero_address: expected peer | deny",
-        ),
-        (
-            "ftp:\n  on_violation: block\n",
-            "unknown value 'block' for on_violation: expected reset | drop",
-        ),
-        (
-            "nat:\n  ports: keep\n",
-            "unknown value 'keep' for ports: expected random | preserve",
-        ),
+        ("policy:\n  rules:\n    - {action: permit}\n", "unknown value 'permit' for action: expected allow | deny"),
+        ("ftp:\n  third_party: maybe\n", "unknown value 'maybe' for third_party: expected deny | allow"),
+        ("ftp:\n  pasv_mismatch: rewrite\n", "unknown value 'rewrite' for pasv_mismatch: expected fix | deny | allow"),
+        ("ftp:\n  zero_address: any\n", "unknown value 'any' for zero_address: expected peer | deny"),
+        ("ftp:\n  on_violation: block\n", "unknown value 'block' for on_violation: expected reset | drop"),
+        ("nat:\n  ports: keep\n", "unknown value 'keep' for ports: expected random | preserve"),
         (
             "policy:\n  rules:\n    - {action: deny, protocol: sctp}\n",
             "unknown value 'sctp' for protocol: expected tcp | udp | icmp | any",
@@ -433,10 +384,7 @@ fn unknown_enum_values_list_the_allowed_ones() {
             "nat:\n  forward:\n    - {on: outside, protocol: icmp, port: 21, to: \"192.0.2.20:21\"}\n",
             "unknown value 'icmp' for protocol: expected tcp | udp",
         ),
-        (
-            "ftp:\n  active: alow\n",
-            "unknown value 'alow' for active: expected allow | deny (did you mean 'allow'?)",
-        ),
+        ("ftp:\n  active: alow\n", "unknown value 'alow' for active: expected allow | deny (did you mean 'allow'?)"),
     ];
     for (tail, msg) in cases {
         let e = one_error(&format!("{TWO}{tail}"));
@@ -448,23 +396,14 @@ fn unknown_enum_values_list_the_allowed_ones() {
 fn addresses_and_routes_are_checked() {
     let bad = [
         ("    addresses: [192.0.2.0/24]\n", "network address"),
-        (
-            "    addresses: [\"192.0.2.1\"]\n    gateway: 192.0.2.254\n",
-            "not on a connected network",
-        ),
+        ("    addresses: [\"192.0.2.1\"]\n    gateway: 192.0.2.254\n", "not on a connected network"),
         ("    addresses: [198.51.100.1/24]\n", "already on interface 'inside'"),
         ("    gateway: 192.0.2.254\n", "it has no addresses"),
         ("    addresses: [192.0.2.2/24]\n    gateway: 192.0.2.2\n", "own address"),
-        (
-            "    addresses: [192.0.2.2/24]\n    gateway: 192.0.2.0/24\n",
-            "drop the /prefix",
-        ),
+        ("    addresses: [192.0.2.2/24]\n    gateway: 192.0.2.0/24\n", "drop the /prefix"),
         ("    routes: [{to: 203.0.113.1/24}]\n", "host bits"),
         ("    routes: [{via: 192.0.2.9}]\n", "missing 'to'"),
-        (
-            "    addresses: [192.0.2.2/24]\n    routes: [{to: \"::/0\", via: 192.0.2.9}]\n",
-            "different IP versions",
-        ),
+        ("    addresses: [192.0.2.2/24]\n    routes: [{to: \"::/0\", via: 192.0.2.9}]\n", "different IP versions"),
         ("    mac: 01:00:5e:00:00:01\n", "multicast"),
         ("    mtu: 40\n", "68-65535"),
         ("    addresses: [\"2001:db8:9::1/64\"]\n    mtu: 1000\n", "1280"),
@@ -473,10 +412,7 @@ fn addresses_and_routes_are_checked() {
     for (body, want) in bad {
         let text = format!("interfaces:\n  inside:\n    addresses: [198.51.100.1/24]\n  other:\n{body}");
         let e = errors(&text);
-        assert!(
-            e.iter().any(|e| e.message.contains(want)),
-            "{body:?}: want {want:?}, got {e:#?}"
-        );
+        assert!(e.iter().any(|e| e.message.contains(want)), "{body:?}: want {want:?}, got {e:#?}");
     }
     // Same device twice; `any` as an interface name.
     let e = one_error("interfaces:\n  a: {device: eth0}\n  b: {device: eth0}\n");
@@ -490,20 +426,12 @@ fn addresses_and_routes_are_checked() {
 #[test]
 fn nat_is_checked_against_the_interfaces() {
     let no_addr = "interfaces:\n  inside:\n    addresses: [192.0.2.1/24]\n  outside: {}\n";
-    let e = one_error(&format!(
-        "{no_addr}nat:\n  masquerade:\n    - {{from: inside, to: outside}}\n"
-    ));
+    let e = one_error(&format!("{no_addr}nat:\n  masquerade:\n    - {{from: inside, to: outside}}\n"));
     assert_eq!((e.line, e.column, e.path.as_str()), (7, 26, "nat.masquerade[0].to"));
-    assert!(
-        e.message
-            .contains("interface 'outside' has no address to masquerade to"),
-        "{}",
-        e.message
-    );
+    assert!(e.message.contains("interface 'outside' has no address to masquerade to"), "{}", e.message);
 
-    let e = one_error(&format!(
-        "{TWO}nat:\n  forward:\n    - {{on: outside, port: 21, to: \"[2001:db8:1::20]:21\"}}\n"
-    ));
+    let e =
+        one_error(&format!("{TWO}nat:\n  forward:\n    - {{on: outside, port: 21, to: \"[2001:db8:1::20]:21\"}}\n"));
     assert!(e.message.contains("no IPv6 address to publish"), "{}", e.message);
 
     let e = one_error(&format!("{TWO}nat:\n  masquerade: [{{from: inside, to: inside}}]\n"));
@@ -517,14 +445,10 @@ fn nat_is_checked_against_the_interfaces() {
     let e = one_error(&format!("{TWO}nat:\n  forward: [{fwd}, {fwd}]\n"));
     assert!(e.message.contains("already forwarded"), "{}", e.message);
     for to in ["\"192.0.2.20\"", "\"192.0.2.20:0\"", "server:21", "21"] {
-        let e = one_error(&format!(
-            "{TWO}nat:\n  forward: [{{on: outside, port: 21, to: {to}}}]\n"
-        ));
+        let e = one_error(&format!("{TWO}nat:\n  forward: [{{on: outside, port: 21, to: {to}}}]\n"));
         assert_eq!(e.path, "nat.forward[0].to", "{to}");
     }
-    let e = one_error(&format!(
-        "{TWO}nat:\n  forward: [{{on: outside, port: 70000, to: \"192.0.2.20:21\"}}]\n"
-    ));
+    let e = one_error(&format!("{TWO}nat:\n  forward: [{{on: outside, port: 70000, to: \"192.0.2.20:21\"}}]\n"));
     assert_eq!(e.path, "nat.forward[0].port");
     // The default protocol of a forward is tcp.
     let c = ok(&format!("{TWO}nat:\n  forward: [{fwd}]\n"));
@@ -534,53 +458,17 @@ fn nat_is_checked_against_the_interfaces() {
 #[test]
 fn policy_rules_are_checked() {
     let cases = [
-        (
-            "- {action: allow, ports: [21]}",
-            "policy.rules[0].ports",
-            "ports apply to tcp and udp only",
-        ),
-        (
-            "- {action: allow, protocol: tcp, ports: []}",
-            "policy.rules[0].ports",
-            "empty list",
-        ),
+        ("- {action: allow, ports: [21]}", "policy.rules[0].ports", "ports apply to tcp and udp only"),
+        ("- {action: allow, protocol: tcp, ports: []}", "policy.rules[0].ports", "empty list"),
         ("- {action: allow, source: []}", "policy.rules[0].source", "empty list"),
-        (
-            "- {action: allow, source: [any, 10.0.0.0/8]}",
-            "policy.rules[0].source[0]",
-            "cannot be combined",
-        ),
-        (
-            "- {action: allow, destination: 192.0.2.1/24}",
-            "policy.rules[0].destination",
-            "host bits",
-        ),
+        ("- {action: allow, source: [any, 10.0.0.0/8]}", "policy.rules[0].source[0]", "cannot be combined"),
+        ("- {action: allow, destination: 192.0.2.1/24}", "policy.rules[0].destination", "host bits"),
         ("- {from: inside}", "policy.rules[0].action", "missing 'action'"),
-        (
-            "- {action: allow, name: \"lan out\"}",
-            "policy.rules[0].name",
-            "may contain only",
-        ),
-        (
-            "- {action: allow, to: wan}",
-            "policy.rules[0].to",
-            "unknown interface 'wan'",
-        ),
-        (
-            "- {action: allow, protocol: tcp, ports: [\"21-\"]}",
-            "policy.rules[0].ports[0]",
-            "not a port number",
-        ),
-        (
-            "- {action: allow, protocol: tcp, ports: [65536]}",
-            "policy.rules[0].ports[0]",
-            "out of range",
-        ),
-        (
-            "- {action: allow, when: always}",
-            "policy.rules[0].when",
-            "unknown key 'when' in a rule",
-        ),
+        ("- {action: allow, name: \"lan out\"}", "policy.rules[0].name", "may contain only"),
+        ("- {action: allow, to: wan}", "policy.rules[0].to", "unknown interface 'wan'"),
+        ("- {action: allow, protocol: tcp, ports: [\"21-\"]}", "policy.rules[0].ports[0]", "not a port number"),
+        ("- {action: allow, protocol: tcp, ports: [65536]}", "policy.rules[0].ports[0]", "out of range"),
+        ("- {action: allow, when: always}", "policy.rules[0].when", "unknown key 'when' in a rule"),
     ];
     for (rule, path, want) in cases {
         let e = one_error(&format!("{TWO}policy:\n  rules:\n    {rule}\n"));
@@ -591,22 +479,13 @@ fn policy_rules_are_checked() {
         "{TWO}policy:\n  rules:\n    - {{action: allow, from: any, to: any, source: [any], destination: any}}\n"
     ));
     let r = &c.policy.rules[0];
-    assert_eq!(
-        (r.from, r.to, r.source.len(), r.destination.len(), r.protocol),
-        (None, None, 0, 0, Protocol::Any)
-    );
+    assert_eq!((r.from, r.to, r.source.len(), r.destination.len(), r.protocol), (None, None, 0, 0, Protocol::Any));
 }
 
 #[test]
 fn durations_parse_and_reject() {
-    let good = [
-        ("30s", 30_000),
-        ("5d", 432_000_000),
-        ("1500ms", 1500),
-        ("2m", 120_000),
-        ("3h", 10_800_000),
-        ("45", 45_000),
-    ];
+    let good =
+        [("30s", 30_000), ("5d", 432_000_000), ("1500ms", 1500), ("2m", 120_000), ("3h", 10_800_000), ("45", 45_000)];
     for (text, ms) in good {
         let c = ok(&format!("{TWO}ftp:\n  pinhole_timeout: {text}\n"));
         assert_eq!(c.ftp.pinhole_timeout, Duration::from_millis(ms), "{text}");
@@ -623,27 +502,11 @@ fn port_ranges_parse_and_reject() {
         format!("{TWO}policy:\n  rules:\n    - action: allow\n      protocol: tcp\n      ports: {ports}\n")
     };
     let c = ok(&rule("[21, \"8000-8100\", \"443\", 65535, \"1-1\"]"));
-    assert_eq!(
-        c.policy.rules[0].ports,
-        [(21, 21), (8000, 8100), (443, 443), (65535, 65535), (1, 1)]
-    );
+    assert_eq!(c.policy.rules[0].ports, [(21, 21), (8000, 8100), (443, 443), (65535, 65535), (1, 1)]);
     assert_eq!(ok(&rule("8000-8100")).policy.rules[0].ports, [(8000, 8100)]);
-    for bad in [
-        "[0]",
-        "[65536]",
-        "[\"8100-8000\"]",
-        "[\"0-10\"]",
-        "[\"1-70000\"]",
-        "[\"a-b\"]",
-        "[-1]",
-        "[21.5]",
-    ] {
+    for bad in ["[0]", "[65536]", "[\"8100-8000\"]", "[\"0-10\"]", "[\"1-70000\"]", "[\"a-b\"]", "[-1]", "[21.5]"] {
         let e = one_error(&rule(bad));
-        assert_eq!(
-            (e.line, e.path.as_str()),
-            (10, "policy.rules[0].ports[0]"),
-            "{bad}: {e}"
-        );
+        assert_eq!((e.line, e.path.as_str()), (10, "policy.rules[0].ports[0]"), "{bad}: {e}");
     }
     // control_ports take single ports only.
     let e = one_error(&format!("{TWO}ftp:\n  control_ports: [\"21-22\"]\n"));
@@ -714,13 +577,19 @@ fn datapath_section_sets_backend_and_workers_and_locates_errors() {
     let base = "interfaces:\n  a:\n    addresses: [192.0.2.1/24]\n";
     let (_, ops) = from_str_with_operations(base, "t.yaml").unwrap();
     assert_eq!((ops.datapath.backend, ops.datapath.workers), (Backend::Ring, 1), "defaults");
-    let (_, ops) = from_str_with_operations(&format!("{base}datapath:\n  backend: pnet\n  workers: 4\n  busy_poll_us: 50\n"), "t.yaml").unwrap();
+    let (_, ops) = from_str_with_operations(
+        &format!("{base}datapath:\n  backend: pnet\n  workers: 4\n  busy_poll_us: 50\n"),
+        "t.yaml",
+    )
+    .unwrap();
     assert_eq!((ops.datapath.backend, ops.datapath.workers, ops.datapath.busy_poll_us), (Backend::Pnet, 4, 50));
     let (_, ops) = from_str_with_operations(&format!("{base}datapath: {{busy_poll_us: 0}}\n"), "t.yaml").unwrap();
     assert_eq!(ops.datapath.busy_poll_us, 0);
     let e = from_str_with_operations(&format!("{base}datapath: {{busy_poll_us: 20000}}\n"), "t.yaml").unwrap_err();
     assert!(e[0].message.contains("at most 10000"), "{e:?}");
-    let e = from_str_with_operations(&format!("{base}datapath:\n  workers: 0\n  backend: xdp\n  worker: 2\n"), "t.yaml").unwrap_err();
+    let e =
+        from_str_with_operations(&format!("{base}datapath:\n  workers: 0\n  backend: xdp\n  worker: 2\n"), "t.yaml")
+            .unwrap_err();
     let got: Vec<(usize, usize, &str)> = e.iter().map(|e| (e.line, e.column, e.path.as_str())).collect();
     assert!(got.contains(&(5, 12, "datapath.workers")), "{e:?}");
     assert!(got.contains(&(6, 12, "datapath.backend")), "{e:?}");

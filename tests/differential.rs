@@ -72,8 +72,12 @@ fn describe(p: &[u8]) -> String {
     match etherparse::SlicedPacket::from_ip(p) {
         Ok(s) => {
             let (src, dst) = match &s.net {
-                Some(etherparse::NetSlice::Ipv4(v)) => (v.header().source_addr().to_string(), v.header().destination_addr().to_string()),
-                Some(etherparse::NetSlice::Ipv6(v)) => (v.header().source_addr().to_string(), v.header().destination_addr().to_string()),
+                Some(etherparse::NetSlice::Ipv4(v)) => {
+                    (v.header().source_addr().to_string(), v.header().destination_addr().to_string())
+                }
+                Some(etherparse::NetSlice::Ipv6(v)) => {
+                    (v.header().source_addr().to_string(), v.header().destination_addr().to_string())
+                }
                 _ => ("?".into(), "?".into()),
             };
             match &s.transport {
@@ -95,7 +99,9 @@ fn describe(p: &[u8]) -> String {
 /// A packet of the FTP control connection (TCP port 21 either way).
 fn is_control(p: &[u8]) -> bool {
     match etherparse::SlicedPacket::from_ip(p) {
-        Ok(s) => matches!(&s.transport, Some(etherparse::TransportSlice::Tcp(t)) if t.source_port() == 21 || t.destination_port() == 21),
+        Ok(s) => {
+            matches!(&s.transport, Some(etherparse::TransportSlice::Tcp(t)) if t.source_port() == 21 || t.destination_port() == 21)
+        }
         Err(_) => false,
     }
 }
@@ -174,7 +180,9 @@ fn ftpgate_matches_the_kernel_on_every_recorded_session() {
         }
         match (diffs.is_empty(), deliberate(&name)) {
             (true, _) => report.push(format!("{name}: identical")),
-            (false, Some(why)) if outside_control == 0 && diffs.iter().all(|d| d.contains('#')) => report.push(format!("{name}: deliberate difference: {why} ({} packets differ)", diffs.len())),
+            (false, Some(why)) if outside_control == 0 && diffs.iter().all(|d| d.contains('#')) => {
+                report.push(format!("{name}: deliberate difference: {why} ({} packets differ)", diffs.len()))
+            }
             (false, _) => {
                 report.push(format!("{name}: DIFFERENT"));
                 failures.push(format!("{name}:\n  {}", diffs.iter().take(6).cloned().collect::<Vec<_>>().join("\n  ")));

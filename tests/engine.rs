@@ -14,13 +14,13 @@ fn syn(src: (&'static str, u16), dst: (&'static str, u16), seq: u32) -> Tcp<'sta
 
 #[test]
 fn masquerade_tcp_both_ways_with_valid_checksums() {
-    for (client, server, public) in [
-        ("192.0.2.10", "198.51.100.20", "198.51.100.1"),
-        ("2001:db8:1::10", "2001:db8:2::20", "2001:db8:2::1"),
-    ] {
+    for (client, server, public) in
+        [("192.0.2.10", "198.51.100.20", "198.51.100.1"), ("2001:db8:1::10", "2001:db8:2::20", "2001:db8:2::1")]
+    {
         let mut e = Engine::new(lab_config(true), 7);
         let mut s = Collect::default();
-        let (v, out) = feed(&mut e, &mut s, 1, INSIDE, tcp(CLIENT_MAC, GW_IN_MAC, syn((client, 40000), (server, 80), 1000)));
+        let (v, out) =
+            feed(&mut e, &mut s, 1, INSIDE, tcp(CLIENT_MAC, GW_IN_MAC, syn((client, 40000), (server, 80), 1000)));
         assert_eq!(v, Verdict::Forward(OUTSIDE));
         let o = decode_verified(&out);
         assert_eq!(o.src, ip(public));
@@ -41,7 +41,14 @@ fn masquerade_tcp_both_ways_with_valid_checksums() {
         assert_eq!((b.src, b.sport, b.dst, b.dport), (ip(server), 80, ip(client), 40000));
         assert_eq!(&back[0..6], &CLIENT_MAC, "reply goes to the client's MAC, learned");
 
-        let data = Tcp { src: (client, 40000), dst: (server, 80), seq: 1001, ack: 5001, flags: "PA", payload: b"GET / HTTP/1.0\r\n\r\n" };
+        let data = Tcp {
+            src: (client, 40000),
+            dst: (server, 80),
+            seq: 1001,
+            ack: 5001,
+            flags: "PA",
+            payload: b"GET / HTTP/1.0\r\n\r\n",
+        };
         let (v, out) = feed(&mut e, &mut s, 3, INSIDE, tcp(CLIENT_MAC, GW_IN_MAC, data));
         assert_eq!(v, Verdict::Forward(OUTSIDE));
         let d = decode_verified(&out);
@@ -55,16 +62,30 @@ fn masquerade_tcp_both_ways_with_valid_checksums() {
 fn masquerade_udp_and_ping() {
     let mut e = Engine::new(lab_config(true), 7);
     let mut s = Collect::default();
-    let (v, out) = feed(&mut e, &mut s, 1, INSIDE, udp(CLIENT_MAC, GW_IN_MAC, ("192.0.2.10", 5353), ("198.51.100.20", 53), b"query"));
+    let (v, out) = feed(
+        &mut e,
+        &mut s,
+        1,
+        INSIDE,
+        udp(CLIENT_MAC, GW_IN_MAC, ("192.0.2.10", 5353), ("198.51.100.20", 53), b"query"),
+    );
     assert_eq!(v, Verdict::Forward(OUTSIDE));
     let o = decode_verified(&out);
     assert_eq!(o.src, ip("198.51.100.1"));
-    let (v, back) = feed(&mut e, &mut s, 2, OUTSIDE, udp(SERVER_MAC, GW_OUT_MAC, ("198.51.100.20", 53), ("198.51.100.1", o.sport), b"answer"));
+    let (v, back) = feed(
+        &mut e,
+        &mut s,
+        2,
+        OUTSIDE,
+        udp(SERVER_MAC, GW_OUT_MAC, ("198.51.100.20", 53), ("198.51.100.1", o.sport), b"answer"),
+    );
     assert_eq!(v, Verdict::Forward(INSIDE));
     let b = decode_verified(&back);
     assert_eq!((b.dst, b.dport), (ip("192.0.2.10"), 5353));
 
-    for (c, sv, pubaddr) in [("192.0.2.10", "198.51.100.20", "198.51.100.1"), ("2001:db8:1::10", "2001:db8:2::20", "2001:db8:2::1")] {
+    for (c, sv, pubaddr) in
+        [("192.0.2.10", "198.51.100.20", "198.51.100.1"), ("2001:db8:1::10", "2001:db8:2::20", "2001:db8:2::1")]
+    {
         let (v, out) = feed(&mut e, &mut s, 3, INSIDE, ping(CLIENT_MAC, GW_IN_MAC, c, sv, 77, 1, false));
         assert_eq!(v, Verdict::Forward(OUTSIDE));
         let o = decode_verified(&out);
@@ -82,14 +103,21 @@ fn masquerade_udp_and_ping() {
 fn unsolicited_inbound_is_policy_and_stray_reply_is_no_connection() {
     let mut e = Engine::new(lab_config(true), 7);
     let mut s = Collect::default();
-    let (v, _) = feed(&mut e, &mut s, 1, OUTSIDE, tcp(SERVER_MAC, GW_OUT_MAC, syn(("198.51.100.20", 5555), ("192.0.2.10", 22), 1)));
+    let (v, _) = feed(
+        &mut e,
+        &mut s,
+        1,
+        OUTSIDE,
+        tcp(SERVER_MAC, GW_OUT_MAC, syn(("198.51.100.20", 5555), ("192.0.2.10", 22), 1)),
+    );
     assert_eq!(v, Verdict::Drop(DropReason::Policy));
     let d = &s.of_kind("drop")[0];
     assert_eq!(d["reason"], "policy");
     assert_eq!(d["src"], "198.51.100.20:5555");
     assert_eq!(d["packet"], 1);
 
-    let stray = Tcp { src: ("198.51.100.20", 80), dst: ("198.51.100.1", 40000), seq: 9, ack: 10, flags: "SA", payload: b"" };
+    let stray =
+        Tcp { src: ("198.51.100.20", 80), dst: ("198.51.100.1", 40000), seq: 9, ack: 10, flags: "SA", payload: b"" };
     let (v, _) = feed(&mut e, &mut s, 2, OUTSIDE, tcp(SERVER_MAC, GW_OUT_MAC, stray));
     assert_eq!(v, Verdict::Drop(DropReason::NoConnection));
     assert_eq!(s.of_kind("drop")[1]["reason"], "no_connection");
@@ -110,7 +138,13 @@ fn unsolicited_inbound_is_policy_and_stray_reply_is_no_connection() {
         },
     );
     let mut e = Engine::new(cfg, 7);
-    let (v, _) = feed(&mut e, &mut s, 3, INSIDE, tcp(CLIENT_MAC, GW_IN_MAC, syn(("192.0.2.10", 4000), ("198.51.100.20", 23), 1)));
+    let (v, _) = feed(
+        &mut e,
+        &mut s,
+        3,
+        INSIDE,
+        tcp(CLIENT_MAC, GW_IN_MAC, syn(("192.0.2.10", 4000), ("198.51.100.20", 23), 1)),
+    );
     assert_eq!(v, Verdict::Drop(DropReason::Policy));
     assert_eq!(s.of_kind("drop")[2]["rule"], "no-telnet");
 }
@@ -119,7 +153,13 @@ fn unsolicited_inbound_is_policy_and_stray_reply_is_no_connection() {
 fn icmp_error_inner_header_is_translated_back() {
     let mut e = Engine::new(lab_config(true), 7);
     let mut s = Collect::default();
-    let (_, out) = feed(&mut e, &mut s, 1, INSIDE, udp(CLIENT_MAC, GW_IN_MAC, ("192.0.2.10", 5000), ("198.51.100.20", 9999), b"x"));
+    let (_, out) = feed(
+        &mut e,
+        &mut s,
+        1,
+        INSIDE,
+        udp(CLIENT_MAC, GW_IN_MAC, ("192.0.2.10", 5000), ("198.51.100.20", 9999), b"x"),
+    );
     let o = decode_verified(&out);
     // The server answers port unreachable, quoting the translated datagram.
     let quoted = &out[14..14 + 20 + 8 + 1];
@@ -168,10 +208,22 @@ fn connection_limit_drops_new_but_established_flows() {
     let mut e = Engine::new(cfg, 7);
     let mut s = Collect::default();
     for port in [1000u16, 1001] {
-        let (v, _) = feed(&mut e, &mut s, 1, INSIDE, tcp(CLIENT_MAC, GW_IN_MAC, syn(("192.0.2.10", port), ("198.51.100.20", 80), 1)));
+        let (v, _) = feed(
+            &mut e,
+            &mut s,
+            1,
+            INSIDE,
+            tcp(CLIENT_MAC, GW_IN_MAC, syn(("192.0.2.10", port), ("198.51.100.20", 80), 1)),
+        );
         assert_eq!(v, Verdict::Forward(OUTSIDE));
     }
-    let (v, _) = feed(&mut e, &mut s, 2, INSIDE, tcp(CLIENT_MAC, GW_IN_MAC, syn(("192.0.2.10", 1002), ("198.51.100.20", 80), 1)));
+    let (v, _) = feed(
+        &mut e,
+        &mut s,
+        2,
+        INSIDE,
+        tcp(CLIENT_MAC, GW_IN_MAC, syn(("192.0.2.10", 1002), ("198.51.100.20", 80), 1)),
+    );
     assert_eq!(v, Verdict::Drop(DropReason::Limit));
     let again = Tcp { src: ("192.0.2.10", 1000), dst: ("198.51.100.20", 80), seq: 1, ack: 0, flags: "S", payload: b"" };
     let (v, _) = feed(&mut e, &mut s, 3, INSIDE, tcp(CLIENT_MAC, GW_IN_MAC, again));
@@ -214,10 +266,22 @@ fn preserve_keeps_the_client_port() {
     cfg.nat.ports = ftpgate::config::PortMode::Preserve;
     let mut e = Engine::new(cfg, 7);
     let mut s = Collect::default();
-    let (_, out) = feed(&mut e, &mut s, 1, INSIDE, tcp(CLIENT_MAC, GW_IN_MAC, syn(("192.0.2.10", 40000), ("198.51.100.20", 80), 1)));
+    let (_, out) = feed(
+        &mut e,
+        &mut s,
+        1,
+        INSIDE,
+        tcp(CLIENT_MAC, GW_IN_MAC, syn(("192.0.2.10", 40000), ("198.51.100.20", 80), 1)),
+    );
     assert_eq!(decode_verified(&out).sport, 40000);
     // A second client with the same port gets another one.
-    let (_, out) = feed(&mut e, &mut s, 2, INSIDE, tcp(CLIENT_MAC, GW_IN_MAC, syn(("192.0.2.11", 40000), ("198.51.100.20", 80), 1)));
+    let (_, out) = feed(
+        &mut e,
+        &mut s,
+        2,
+        INSIDE,
+        tcp(CLIENT_MAC, GW_IN_MAC, syn(("192.0.2.11", 40000), ("198.51.100.20", 80), 1)),
+    );
     assert_ne!(decode_verified(&out).sport, 40000);
 }
 
@@ -225,8 +289,16 @@ fn arp_frame(op: etherparse::ArpOperation, sha: [u8; 6], spa: [u8; 4], tha: [u8;
     let mut out = Vec::new();
     etherparse::PacketBuilder::ethernet2(sha, if tha == [0; 6] { [0xff; 6] } else { tha })
         .arp(
-            etherparse::ArpPacket::new(etherparse::ArpHardwareId::ETHERNET, etherparse::EtherType::IPV4, op, &sha, &spa, &tha, &tpa)
-                .unwrap(),
+            etherparse::ArpPacket::new(
+                etherparse::ArpHardwareId::ETHERNET,
+                etherparse::EtherType::IPV4,
+                op,
+                &sha,
+                &spa,
+                &tha,
+                &tpa,
+            )
+            .unwrap(),
         )
         .write(&mut out)
         .unwrap();
@@ -238,14 +310,21 @@ fn live_mode_resolves_the_next_hop_before_forwarding() {
     let mut e = Engine::new(lab_config(true), 7);
     e.set_resolve_neighbors(true);
     let mut s = Collect::default();
-    let (v, _) = feed(&mut e, &mut s, 1, INSIDE, tcp(CLIENT_MAC, GW_IN_MAC, syn(("192.0.2.10", 40000), ("198.51.100.20", 80), 1)));
+    let (v, _) = feed(
+        &mut e,
+        &mut s,
+        1,
+        INSIDE,
+        tcp(CLIENT_MAC, GW_IN_MAC, syn(("192.0.2.10", 40000), ("198.51.100.20", 80), 1)),
+    );
     assert_eq!(v, Verdict::Consumed, "held until the server's MAC is known");
     assert_eq!(s.frames.len(), 1);
     let (iface, req) = &s.frames[0];
     assert_eq!(*iface, OUTSIDE);
     assert_eq!(&req[12..14], &[0x08, 0x06], "an ARP request");
     assert_eq!(&req[38..42], &[198, 51, 100, 20], "for the on-link server");
-    let reply = arp_frame(etherparse::ArpOperation::REPLY, SERVER_MAC, [198, 51, 100, 20], GW_OUT_MAC, [198, 51, 100, 1]);
+    let reply =
+        arp_frame(etherparse::ArpOperation::REPLY, SERVER_MAC, [198, 51, 100, 20], GW_OUT_MAC, [198, 51, 100, 1]);
     let (v, _) = feed(&mut e, &mut s, 2, OUTSIDE, reply);
     assert_eq!(v, Verdict::Consumed);
     assert_eq!(s.frames.len(), 2, "the held SYN went out");
@@ -255,7 +334,8 @@ fn live_mode_resolves_the_next_hop_before_forwarding() {
     assert_eq!(decode_verified(syn_out).src, ip("198.51.100.1"));
 
     // A next hop that never answers: three tries, then the frame is dropped with a reason.
-    let (v, _) = feed(&mut e, &mut s, 3, INSIDE, udp(CLIENT_MAC, GW_IN_MAC, ("192.0.2.10", 5000), ("198.51.100.99", 53), b"q"));
+    let (v, _) =
+        feed(&mut e, &mut s, 3, INSIDE, udp(CLIENT_MAC, GW_IN_MAC, ("192.0.2.10", 5000), ("198.51.100.99", 53), b"q"));
     assert_eq!(v, Verdict::Consumed);
     for sec in 4..8 {
         e.tick(ftpgate::time::Nanos(sec * 1_000_000_000), &mut s);
@@ -272,7 +352,13 @@ fn reload_keeps_allowed_connections_and_evicts_the_rest() {
     let mut e = Engine::new(lab_config(true), 7);
     let mut s = Collect::default();
     for (port, dport) in [(1000u16, 80u16), (1001, 22)] {
-        feed(&mut e, &mut s, 1, INSIDE, tcp(CLIENT_MAC, GW_IN_MAC, syn(("192.0.2.10", port), ("198.51.100.20", dport), 1)));
+        feed(
+            &mut e,
+            &mut s,
+            1,
+            INSIDE,
+            tcp(CLIENT_MAC, GW_IN_MAC, syn(("192.0.2.10", port), ("198.51.100.20", dport), 1)),
+        );
     }
     let mut cfg = lab_config(true);
     cfg.policy.rules[0].protocol = ftpgate::config::Protocol::Tcp;
@@ -294,9 +380,17 @@ fn a_reused_source_port_starts_a_new_connection() {
     let open = |seq| tcp(CLIENT_MAC, GW_IN_MAC, syn(("192.0.2.10", 41000), ("198.51.100.20", 80), seq));
     let (_, first) = feed(&mut e, &mut s, 1, INSIDE, open(1000));
     let port = decode_verified(&first).sport;
-    let sa = Tcp { src: ("198.51.100.20", 80), dst: ("198.51.100.1", port), seq: 9000, ack: 1001, flags: "SA", payload: b"" };
+    let sa = Tcp {
+        src: ("198.51.100.20", 80),
+        dst: ("198.51.100.1", port),
+        seq: 9000,
+        ack: 1001,
+        flags: "SA",
+        payload: b"",
+    };
     feed(&mut e, &mut s, 2, OUTSIDE, tcp(SERVER_MAC, GW_OUT_MAC, sa));
-    let ack = Tcp { src: ("192.0.2.10", 41000), dst: ("198.51.100.20", 80), seq: 1001, ack: 9001, flags: "A", payload: b"" };
+    let ack =
+        Tcp { src: ("192.0.2.10", 41000), dst: ("198.51.100.20", 80), seq: 1001, ack: 9001, flags: "A", payload: b"" };
     feed(&mut e, &mut s, 3, INSIDE, tcp(CLIENT_MAC, GW_IN_MAC, ack));
     // A retransmitted opening SYN of a connection still opening is no reuse.
     let mut e2 = Engine::new(lab_config(true), 7);

@@ -109,7 +109,18 @@ fn legit_passive_works(sim: &mut FtpSim, port: u16) {
     let (v, _) = sim.server(line.as_bytes());
     assert_eq!(v, Verdict::Forward(INSIDE), "legitimate 227");
     sim.t += 1;
-    let syn = tcp(CLIENT_MAC, GW_IN_MAC, Tcp { src: ("192.0.2.10", 41000 + port % 1000), dst: ("198.51.100.20", port), seq: 5, ack: 0, flags: "S", payload: b"" });
+    let syn = tcp(
+        CLIENT_MAC,
+        GW_IN_MAC,
+        Tcp {
+            src: ("192.0.2.10", 41000 + port % 1000),
+            dst: ("198.51.100.20", port),
+            seq: 5,
+            ack: 0,
+            flags: "S",
+            payload: b"",
+        },
+    );
     let (v, out) = feed(&mut sim.e, &mut sim.s, sim.t, INSIDE, syn);
     assert_eq!(v, Verdict::Forward(OUTSIDE), "legitimate data connection");
     decode_verified(&out);
@@ -182,7 +193,10 @@ fn many_controls(n: u16, ports_each: u16) {
     for (k, c) in bad.iter_mut().enumerate() {
         for j in 0..ports_each {
             let [p1, p2] = (5000 + j).to_be_bytes();
-            assert_eq!(c.client(&mut sim, format!("PORT 192,0,2,66,{p1},{p2}\r\n").as_bytes()), Verdict::Forward(OUTSIDE));
+            assert_eq!(
+                c.client(&mut sim, format!("PORT 192,0,2,66,{p1},{p2}\r\n").as_bytes()),
+                Verdict::Forward(OUTSIDE)
+            );
             assert_eq!(c.server(&mut sim, b"200 ok\r\n"), Verdict::Forward(INSIDE));
         }
         let sessions = sim.e.ftp_sessions().count();
@@ -196,7 +210,11 @@ fn many_controls(n: u16, ports_each: u16) {
         let (v, _) = c.raw(&mut sim, true, "RA", b"");
         assert_eq!(v, Verdict::Forward(OUTSIDE));
     }
-    assert!(sim.e.pinholes().len() <= 1, "only the legitimate session's pinhole may be left: {}", sim.e.pinholes().len());
+    assert!(
+        sim.e.pinholes().len() <= 1,
+        "only the legitimate session's pinhole may be left: {}",
+        sim.e.pinholes().len()
+    );
     assert!(max_held(&sim.e) == 0);
 }
 
@@ -240,7 +258,11 @@ fn syn_flood(max_connections: u32, extra: u32) {
         // Distinct tuples, at most 10000 per source (under the per-source limit).
         let src = std::net::Ipv4Addr::from(0x6440_0000u32 + i / 10_000).to_string();
         let sport = 1024 + (i % 10_000) as u16;
-        let f = tcp(CLIENT_MAC, GW_OUT_MAC, Tcp { src: (s(ip(&src)), sport), dst: ("198.51.100.1", 21), seq: i, ack: 0, flags: "S", payload: b"" });
+        let f = tcp(
+            CLIENT_MAC,
+            GW_OUT_MAC,
+            Tcp { src: (s(ip(&src)), sport), dst: ("198.51.100.1", 21), seq: i, ack: 0, flags: "S", payload: b"" },
+        );
         let mut f = f;
         sim.t += 1;
         let v = sim.e.process(Nanos(sim.t * 1_000_000), sim.t, OUTSIDE, &mut f, &mut count);
@@ -265,7 +287,17 @@ fn syn_flood(max_connections: u32, extra: u32) {
     assert_eq!(limited, extra + max_connections - filled_at, "every SYN beyond the limit is dropped with `limit`");
     assert_eq!(sim.e.table().heap_bytes(), heap_full, "no growth once full");
     // A new legitimate connection is refused while the table is full ...
-    let (v, _) = feed(&mut sim.e, &mut sim.s, sim.t + 1, INSIDE, tcp(CLIENT_MAC, GW_IN_MAC, Tcp { src: ("192.0.2.10", 41111), dst: ("198.51.100.20", 80), seq: 1, ack: 0, flags: "S", payload: b"" }));
+    let (v, _) = feed(
+        &mut sim.e,
+        &mut sim.s,
+        sim.t + 1,
+        INSIDE,
+        tcp(
+            CLIENT_MAC,
+            GW_IN_MAC,
+            Tcp { src: ("192.0.2.10", 41111), dst: ("198.51.100.20", 80), seq: 1, ack: 0, flags: "S", payload: b"" },
+        ),
+    );
     assert_eq!(v, Verdict::Drop(DropReason::Limit));
     // ... the established one is not ...
     let (v, _) = sim.client(b"LIST\r\n");
@@ -398,7 +430,11 @@ fn out_of_order_and_overlapping_segments() {
     assert_eq!(v, Verdict::Forward(OUTSIDE));
     sim.c_seq = base.wrapping_add(24);
     let seen = sim.took(v, &out, true).unwrap();
-    assert!(seen.payload.starts_with(b"PORT 198,51,100,1,"), "the held PORT was parsed and rewritten: {:?}", String::from_utf8_lossy(&seen.payload));
+    assert!(
+        seen.payload.starts_with(b"PORT 198,51,100,1,"),
+        "the held PORT was parsed and rewritten: {:?}",
+        String::from_utf8_lossy(&seen.payload)
+    );
     assert_eq!(sim.s.of_kind("pinhole_open").len(), 1);
     // An exact retransmission re-emits the same bytes (FtpSim checks they match).
     let (v, out) = sim.raw_client("PA", base, sim.client_rcv, b"PORT 192,0,2,10,156,64\r\n");
@@ -448,7 +484,11 @@ fn nat_exhaustion(clients_extra: u16) {
     // One inside host takes every NAT port towards 198.51.100.20:80.
     let mut ok = 0;
     for port in 1024..=65535u16 {
-        let mut f = tcp(CLIENT_MAC, GW_IN_MAC, Tcp { src: ("192.0.2.11", port), dst: ("198.51.100.20", 80), seq: 1, ack: 0, flags: "S", payload: b"" });
+        let mut f = tcp(
+            CLIENT_MAC,
+            GW_IN_MAC,
+            Tcp { src: ("192.0.2.11", port), dst: ("198.51.100.20", 80), seq: 1, ack: 0, flags: "S", payload: b"" },
+        );
         sim.t += 1;
         if let Verdict::Forward(_) = sim.e.process(Nanos(sim.t * 1_000_000), sim.t, INSIDE, &mut f, &mut count) {
             ok += 1;
@@ -459,12 +499,39 @@ fn nat_exhaustion(clients_extra: u16) {
     // Anyone else towards the same server ip:port: no port left, dropped with `limit`.
     for i in 0..clients_extra {
         let src = format!("192.0.2.{}", 12 + i % 200);
-        let (v, _) = feed(&mut sim.e, &mut sim.s, sim.t + 1, INSIDE, tcp(CLIENT_MAC, GW_IN_MAC, Tcp { src: (s(ip(&src)), 30000 + i), dst: ("198.51.100.20", 80), seq: 1, ack: 0, flags: "S", payload: b"" }));
+        let (v, _) = feed(
+            &mut sim.e,
+            &mut sim.s,
+            sim.t + 1,
+            INSIDE,
+            tcp(
+                CLIENT_MAC,
+                GW_IN_MAC,
+                Tcp {
+                    src: (s(ip(&src)), 30000 + i),
+                    dst: ("198.51.100.20", 80),
+                    seq: 1,
+                    ack: 0,
+                    flags: "S",
+                    payload: b"",
+                },
+            ),
+        );
         assert_eq!(v, Verdict::Drop(DropReason::Limit), "extra client {i}");
     }
     assert_eq!(sim.e.table().heap_bytes(), heap);
     // Another server port is a different tuple space: fine.
-    let (v, _) = feed(&mut sim.e, &mut sim.s, sim.t + 2, INSIDE, tcp(CLIENT_MAC, GW_IN_MAC, Tcp { src: ("192.0.2.12", 30000), dst: ("198.51.100.20", 443), seq: 1, ack: 0, flags: "S", payload: b"" }));
+    let (v, _) = feed(
+        &mut sim.e,
+        &mut sim.s,
+        sim.t + 2,
+        INSIDE,
+        tcp(
+            CLIENT_MAC,
+            GW_IN_MAC,
+            Tcp { src: ("192.0.2.12", 30000), dst: ("198.51.100.20", 443), seq: 1, ack: 0, flags: "S", payload: b"" },
+        ),
+    );
     assert_eq!(v, Verdict::Forward(OUTSIDE));
     // The established FTP session (another server port) keeps working, passive included.
     let (v, _) = sim.client(b"NOOP\r\n");

@@ -42,19 +42,53 @@ fn active_mode_through_masquerade_rewrites_and_admits_only_the_server() {
     assert_eq!(c.unwrap().ack, sim.c_seq, "client sees its own sequence space acknowledged");
 
     // A stranger on the outside tries the pinhole first: not admitted.
-    let (v, _) = feed(&mut sim.e, &mut sim.s, 50, OUTSIDE, tcp(SERVER_MAC, GW_OUT_MAC, Tcp {
-        src: ("203.0.113.66", 20), dst: ("198.51.100.1", port), seq: 1, ack: 0, flags: "S", payload: b"" }));
+    let (v, _) = feed(
+        &mut sim.e,
+        &mut sim.s,
+        50,
+        OUTSIDE,
+        tcp(
+            SERVER_MAC,
+            GW_OUT_MAC,
+            Tcp { src: ("203.0.113.66", 20), dst: ("198.51.100.1", port), seq: 1, ack: 0, flags: "S", payload: b"" },
+        ),
+    );
     assert_eq!(v, Verdict::Drop(DropReason::Policy));
     // The server connects from port 20: admitted, to the client's announced port.
-    let (v, out) = feed(&mut sim.e, &mut sim.s, 51, OUTSIDE, tcp(SERVER_MAC, GW_OUT_MAC, Tcp {
-        src: ("198.51.100.20", 20), dst: ("198.51.100.1", port), seq: 1, ack: 0, flags: "S", payload: b"" }));
+    let (v, out) = feed(
+        &mut sim.e,
+        &mut sim.s,
+        51,
+        OUTSIDE,
+        tcp(
+            SERVER_MAC,
+            GW_OUT_MAC,
+            Tcp { src: ("198.51.100.20", 20), dst: ("198.51.100.1", port), seq: 1, ack: 0, flags: "S", payload: b"" },
+        ),
+    );
     assert_eq!(v, Verdict::Forward(INSIDE));
     let d = decode_verified(&out);
     assert_eq!((d.dst, d.dport), (ip("192.0.2.10"), 156 * 256 + 64));
     assert_eq!(sim.s.of_kind("pinhole_use").len(), 1);
     // Used once: a second SYN from the server to the same port is not a pinhole.
-    let (v, _) = feed(&mut sim.e, &mut sim.s, 52, OUTSIDE, tcp(SERVER_MAC, GW_OUT_MAC, Tcp {
-        src: ("198.51.100.20", 21000), dst: ("198.51.100.1", port), seq: 1, ack: 0, flags: "S", payload: b"" }));
+    let (v, _) = feed(
+        &mut sim.e,
+        &mut sim.s,
+        52,
+        OUTSIDE,
+        tcp(
+            SERVER_MAC,
+            GW_OUT_MAC,
+            Tcp {
+                src: ("198.51.100.20", 21000),
+                dst: ("198.51.100.1", port),
+                seq: 1,
+                ack: 0,
+                flags: "S",
+                payload: b"",
+            },
+        ),
+    );
     assert_eq!(v, Verdict::Drop(DropReason::Policy));
 }
 
@@ -84,8 +118,17 @@ fn passive_mode_to_a_published_server_rewrites_227_and_229() {
     let n: Vec<u16> = inner.split(',').map(|x| x.parse().unwrap()).collect();
     let port = n[4] * 256 + n[5];
     // The client connects to the public port and lands on the server's.
-    let (v, out) = feed(&mut sim.e, &mut sim.s, 60, OUTSIDE, tcp(CLIENT_MAC, GW_OUT_MAC, Tcp {
-        src: ("203.0.113.5", 50001), dst: ("198.51.100.1", port), seq: 1, ack: 0, flags: "S", payload: b"" }));
+    let (v, out) = feed(
+        &mut sim.e,
+        &mut sim.s,
+        60,
+        OUTSIDE,
+        tcp(
+            CLIENT_MAC,
+            GW_OUT_MAC,
+            Tcp { src: ("203.0.113.5", 50001), dst: ("198.51.100.1", port), seq: 1, ack: 0, flags: "S", payload: b"" },
+        ),
+    );
     assert_eq!(v, Verdict::Forward(INSIDE));
     let d = decode_verified(&out);
     assert_eq!((d.dst, d.dport), (ip("192.0.2.20"), 195 * 256 + 80));
@@ -245,8 +288,17 @@ fn a_server_refused_port_withdraws_its_pinhole() {
     assert_eq!(sim.s.of_kind("pinhole_open").len(), 1);
     sim.server(b"500 Illegal PORT command.\r\n");
     let port = sim.s.of_kind("pinhole_open")[0]["port"].as_u64().unwrap() as u16;
-    let (v, _) = feed(&mut sim.e, &mut sim.s, 90, OUTSIDE, tcp(SERVER_MAC, GW_OUT_MAC, Tcp {
-        src: ("198.51.100.20", 20), dst: ("198.51.100.1", port), seq: 1, ack: 0, flags: "S", payload: b"" }));
+    let (v, _) = feed(
+        &mut sim.e,
+        &mut sim.s,
+        90,
+        OUTSIDE,
+        tcp(
+            SERVER_MAC,
+            GW_OUT_MAC,
+            Tcp { src: ("198.51.100.20", 20), dst: ("198.51.100.1", port), seq: 1, ack: 0, flags: "S", payload: b"" },
+        ),
+    );
     assert_eq!(v, Verdict::Drop(DropReason::Policy));
 }
 
@@ -330,8 +382,24 @@ fn no_nat_opens_pinholes_without_rewriting() {
     let pin = &sim.s.of_kind("pinhole_open")[0];
     assert_eq!(pin["address"], "192.0.2.10");
     // The server's data connection passes although policy denies outside → inside.
-    let (v, _) = feed(&mut sim.e, &mut sim.s, 70, OUTSIDE, tcp(SERVER_MAC, GW_OUT_MAC, Tcp {
-        src: ("198.51.100.20", 20), dst: ("192.0.2.10", 100 * 256 + 1), seq: 1, ack: 0, flags: "S", payload: b"" }));
+    let (v, _) = feed(
+        &mut sim.e,
+        &mut sim.s,
+        70,
+        OUTSIDE,
+        tcp(
+            SERVER_MAC,
+            GW_OUT_MAC,
+            Tcp {
+                src: ("198.51.100.20", 20),
+                dst: ("192.0.2.10", 100 * 256 + 1),
+                seq: 1,
+                ack: 0,
+                flags: "S",
+                payload: b"",
+            },
+        ),
+    );
     assert_eq!(v, Verdict::Forward(INSIDE));
 }
 
@@ -372,7 +440,11 @@ fn a_session_picked_up_mid_stream_resynchronises_at_a_line_boundary() {
     let mut e = ftpgate::engine::Engine::new(cfg, 1);
     let mut s = Collect::default();
     let c = |seq: u32, payload: &'static [u8]| {
-        tcp(CLIENT_MAC, GW_IN_MAC, Tcp { src: ("192.0.2.10", 40000), dst: ("198.51.100.20", 21), seq, ack: 7000, flags: "PA", payload })
+        tcp(
+            CLIENT_MAC,
+            GW_IN_MAC,
+            Tcp { src: ("192.0.2.10", 40000), dst: ("198.51.100.20", 21), seq, ack: 7000, flags: "PA", payload },
+        )
     };
     // The capture starts inside a PORT line: its tail must not count.
     let (v, _) = feed(&mut e, &mut s, 1, INSIDE, c(5000, b"RT 192,0,2,10,1,2\r\nPORT 192,0,2,10,100,4\r\n"));
@@ -383,7 +455,11 @@ fn a_session_picked_up_mid_stream_resynchronises_at_a_line_boundary() {
     assert_eq!(s.of_kind("connection_new")[0]["dst"], "198.51.100.20:21");
     // The server's side, first seen now, also starts unsynchronised.
     let srv = |seq: u32, payload: &'static [u8]| {
-        tcp(SERVER_MAC, GW_OUT_MAC, Tcp { src: ("198.51.100.20", 21), dst: ("192.0.2.10", 40000), seq, ack: 5041, flags: "PA", payload })
+        tcp(
+            SERVER_MAC,
+            GW_OUT_MAC,
+            Tcp { src: ("198.51.100.20", 21), dst: ("192.0.2.10", 40000), seq, ack: 5041, flags: "PA", payload },
+        )
     };
     let (v, _) = feed(&mut e, &mut s, 2, OUTSIDE, srv(7000, b"200 PORT ok\r\n"));
     assert_eq!(v, Verdict::Forward(INSIDE));
@@ -401,16 +477,63 @@ fn pickup_orients_the_session_from_the_control_port() {
     let mut e = ftpgate::engine::Engine::new(cfg, 1);
     let mut s = Collect::default();
     // First seen: the server's reply (outside → inside, which the rules would not allow as a new connection).
-    let (v, _) = feed(&mut e, &mut s, 1, OUTSIDE, tcp(SERVER_MAC, GW_OUT_MAC, Tcp {
-        src: ("198.51.100.20", 21), dst: ("192.0.2.10", 40000), seq: 7000, ack: 5000, flags: "PA", payload: b"230 ok\r\n" }));
+    let (v, _) = feed(
+        &mut e,
+        &mut s,
+        1,
+        OUTSIDE,
+        tcp(
+            SERVER_MAC,
+            GW_OUT_MAC,
+            Tcp {
+                src: ("198.51.100.20", 21),
+                dst: ("192.0.2.10", 40000),
+                seq: 7000,
+                ack: 5000,
+                flags: "PA",
+                payload: b"230 ok\r\n",
+            },
+        ),
+    );
     assert_eq!(v, Verdict::Forward(INSIDE), "judged as the client's connection to port 21");
     assert_eq!(s.of_kind("connection_new")[0]["src"], "192.0.2.10:40000");
-    let (v, _) = feed(&mut e, &mut s, 2, INSIDE, tcp(CLIENT_MAC, GW_IN_MAC, Tcp {
-        src: ("192.0.2.10", 40000), dst: ("198.51.100.20", 21), seq: 5000, ack: 7008, flags: "PA", payload: b"NOOP\r\nPASV\r\n" }));
+    let (v, _) = feed(
+        &mut e,
+        &mut s,
+        2,
+        INSIDE,
+        tcp(
+            CLIENT_MAC,
+            GW_IN_MAC,
+            Tcp {
+                src: ("192.0.2.10", 40000),
+                dst: ("198.51.100.20", 21),
+                seq: 5000,
+                ack: 7008,
+                flags: "PA",
+                payload: b"NOOP\r\nPASV\r\n",
+            },
+        ),
+    );
     assert_eq!(v, Verdict::Forward(OUTSIDE));
-    feed(&mut e, &mut s, 3, OUTSIDE, tcp(SERVER_MAC, GW_OUT_MAC, Tcp {
-        src: ("198.51.100.20", 21), dst: ("192.0.2.10", 40000), seq: 7008, ack: 5012, flags: "PA",
-        payload: b"200 ok\r\n227 Entering Passive Mode (198,51,100,20,100,1)\r\n" }));
+    feed(
+        &mut e,
+        &mut s,
+        3,
+        OUTSIDE,
+        tcp(
+            SERVER_MAC,
+            GW_OUT_MAC,
+            Tcp {
+                src: ("198.51.100.20", 21),
+                dst: ("192.0.2.10", 40000),
+                seq: 7008,
+                ack: 5012,
+                flags: "PA",
+                payload: b"200 ok\r\n227 Entering Passive Mode (198,51,100,20,100,1)\r\n",
+            },
+        ),
+    );
     let pins = s.of_kind("pinhole_open");
     assert_eq!(pins.len(), 1);
     assert_eq!(pins[0]["peer"], "192.0.2.10");

@@ -1,8 +1,7 @@
 //! Property tests for the FTP line parsers and the control-stream reassembler.
 
 use ftpgate::ftp::parse::{
-    parse_227, parse_229, parse_command, parse_reply_line, write_eprt_args, write_port_args,
-    Command,
+    parse_227, parse_229, parse_command, parse_reply_line, write_eprt_args, write_port_args, Command,
 };
 use ftpgate::ftp::stream::{Line, LineStream, StreamEvent};
 use proptest::prelude::*;

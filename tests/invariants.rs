@@ -69,7 +69,9 @@ fn server_line(pub_v4: [u8; 4]) -> impl Strategy<Value = Vec<u8>> {
     let port = 1024u16..=65535;
     let [a, b, c, d] = pub_v4;
     prop_oneof![
-        port.clone().prop_map(move |p| format!("227 Entering Passive Mode ({a},{b},{c},{d},{},{}).", p >> 8, p & 0xff).into_bytes()),
+        port.clone().prop_map(
+            move |p| format!("227 Entering Passive Mode ({a},{b},{c},{d},{},{}).", p >> 8, p & 0xff).into_bytes()
+        ),
         port.prop_map(|p| format!("229 Entering Extended Passive Mode (|||{p}|)").into_bytes()),
         Just(b"200 Command okay.".to_vec()),
         Just(b"150 Opening data connection.".to_vec()),
@@ -138,18 +140,27 @@ impl Sent {
         let mut i = 0;
         while i < sent.len() {
             let line = &sent[i];
-            let g = got.get(j).unwrap_or_else(|| panic!("{who} is missing line {i} {:?}", String::from_utf8_lossy(line)));
+            let g =
+                got.get(j).unwrap_or_else(|| panic!("{who} is missing line {i} {:?}", String::from_utf8_lossy(line)));
             match r.peek() {
                 Some((lo, hi, befores, after))
                     if (*lo..*hi).contains(&(i + befores.len() - 1))
-                        && sent.get(i..i + befores.len()).is_some_and(|s| s.iter().zip(befores.iter()).all(|(a, b)| a == b.as_bytes()))
+                        && sent
+                            .get(i..i + befores.len())
+                            .is_some_and(|s| s.iter().zip(befores.iter()).all(|(a, b)| a == b.as_bytes()))
                         && after.as_bytes() == &g[..] =>
                 {
                     i += befores.len();
                     r.next();
                 }
                 _ => {
-                    assert_eq!(show(std::slice::from_ref(g)), show(std::slice::from_ref(line)), "{who} line {j}\nsent {:?}\ngot  {:?}", show(&sent), show(&got));
+                    assert_eq!(
+                        show(std::slice::from_ref(g)),
+                        show(std::slice::from_ref(line)),
+                        "{who} line {j}\nsent {:?}\ngot  {:?}",
+                        show(&sent),
+                        show(&got)
+                    );
                     i += 1;
                 }
             }
@@ -179,7 +190,11 @@ fn drive(sim: &mut FtpSim, steps: &[Step]) -> (Sent, Sent) {
             sent.bytes.extend_from_slice(&seg);
             let done = sent.lines();
             let (v, _) = if client { sim.client(&seg) } else { sim.server(&seg) };
-            assert!(matches!(v, Verdict::Forward(_) | Verdict::Consumed), "segment {:?}: {v:?}", String::from_utf8_lossy(&seg));
+            assert!(
+                matches!(v, Verdict::Forward(_) | Verdict::Consumed),
+                "segment {:?}: {v:?}",
+                String::from_utf8_lossy(&seg)
+            );
             let sent = if client { &mut c } else { &mut s };
             let mut pending_out: Vec<String> = Vec::new();
             for ev in &sim.s.events[events_before..] {
@@ -343,7 +358,9 @@ proptest! {
 /// as its delimiter).
 #[test]
 fn rewritten_eprt_parses_whatever_the_spacing() {
-    for line in [&b"EPRT |1|192.0.2.10|40000|\r\n"[..], b"EPRT  |1|192.0.2.10|40000|\r\n", b"eprt !1!192.0.2.10!40000!\r\n"] {
+    for line in
+        [&b"EPRT |1|192.0.2.10|40000|\r\n"[..], b"EPRT  |1|192.0.2.10|40000|\r\n", b"eprt !1!192.0.2.10!40000!\r\n"]
+    {
         let mut sim = FtpSim::masq(masq_cfg());
         sim.greet();
         let (v, seen) = sim.client(line);
@@ -355,7 +372,9 @@ fn rewritten_eprt_parses_whatever_the_spacing() {
                 assert_eq!(a.ip(), ip("198.51.100.1"), "{:?}", String::from_utf8_lossy(&got));
                 assert!(sim.e.pinholes().contains_key(&(a.ip(), a.port())));
             }
-            other => panic!("{:?} went out as {:?}: {other:?}", String::from_utf8_lossy(line), String::from_utf8_lossy(&got)),
+            other => {
+                panic!("{:?} went out as {:?}: {other:?}", String::from_utf8_lossy(line), String::from_utf8_lossy(&got))
+            }
         }
     }
 }
@@ -368,8 +387,16 @@ fn rewritten_eprt_parses_whatever_the_spacing() {
 #[test]
 fn transport_checksum_with_high_addresses() {
     use ftpgate::wire::checksum;
-    for (s, d) in [("255.255.255.255", "255.255.255.255"), ("255.255.255.254", "255.255.255.255"), ("ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff", "ffff:ffff:ffff:ffff:ffff:ffff:ffff:fffe")] {
-        let f = tcp(CLIENT_MAC, GW_IN_MAC, Tcp { src: (s, 65535), dst: (d, 65535), seq: u32::MAX, ack: u32::MAX, flags: "PA", payload: &[0xff; 33] });
+    for (s, d) in [
+        ("255.255.255.255", "255.255.255.255"),
+        ("255.255.255.254", "255.255.255.255"),
+        ("ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff", "ffff:ffff:ffff:ffff:ffff:ffff:ffff:fffe"),
+    ] {
+        let f = tcp(
+            CLIENT_MAC,
+            GW_IN_MAC,
+            Tcp { src: (s, 65535), dst: (d, 65535), seq: u32::MAX, ack: u32::MAX, flags: "PA", payload: &[0xff; 33] },
+        );
         let p = etherparse::SlicedPacket::from_ethernet(&f).unwrap();
         let l4 = match p.transport.unwrap() {
             etherparse::TransportSlice::Tcp(t) => t.slice().to_vec(),

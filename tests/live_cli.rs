@@ -68,7 +68,11 @@ fn run_exit_codes() {
     // Invalid: 1, FILE:LINE:COLUMN lines.
     let out = ftpgate(&["run", "-c", "tests/data/config/bad_cidr.yaml"]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(text(&out.stderr).lines().all(|l| l.starts_with("ftpgate: tests/data/config/bad_cidr.yaml:")), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).lines().all(|l| l.starts_with("ftpgate: tests/data/config/bad_cidr.yaml:")),
+        "{}",
+        text(&out.stderr)
+    );
     // A bad --admin: 2 before anything is opened.
     let out = ftpgate(&["run", "-c", "rules/default.yaml", "--admin", "203.0.113.1:80"]);
     assert_eq!(out.status.code(), Some(2));
@@ -108,7 +112,10 @@ fn fake_endpoint(body: &'static str) -> (tempfile::TempDir, String, std::thread:
         let (mut s, _) = l.accept().unwrap();
         let mut req = [0u8; 1024];
         let n = s.read(&mut req).unwrap();
-        let resp = format!("HTTP/1.0 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}", body.len());
+        let resp = format!(
+            "HTTP/1.0 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
         s.write_all(resp.as_bytes()).unwrap();
         String::from_utf8_lossy(&req[..n]).into_owned()
     });

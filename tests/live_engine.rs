@@ -11,7 +11,11 @@ use ftpgate::wire::build;
 const SERVER6: &str = "2001:db8:2::20";
 
 fn syn6() -> Vec<u8> {
-    tcp(CLIENT_MAC, GW_IN_MAC, Tcp { src: ("2001:db8:1::10", 40000), dst: (SERVER6, 21), seq: 1, ack: 0, flags: "S", payload: b"" })
+    tcp(
+        CLIENT_MAC,
+        GW_IN_MAC,
+        Tcp { src: ("2001:db8:1::10", 40000), dst: (SERVER6, 21), seq: 1, ack: 0, flags: "S", payload: b"" },
+    )
 }
 
 #[test]
@@ -43,9 +47,14 @@ fn later_frames_to_a_known_neighbor_go_straight_out() {
     e.set_resolve_neighbors(true);
     let mut s = Collect::default();
     feed(&mut e, &mut s, 1, INSIDE, syn6());
-    let na = build::neighbor_advert(SERVER_MAC, SERVER6.parse().unwrap(), e.mac(OUTSIDE), "2001:db8:2::1".parse().unwrap());
+    let na =
+        build::neighbor_advert(SERVER_MAC, SERVER6.parse().unwrap(), e.mac(OUTSIDE), "2001:db8:2::1".parse().unwrap());
     feed(&mut e, &mut s, 2, OUTSIDE, na);
-    let f = tcp(CLIENT_MAC, GW_IN_MAC, Tcp { src: ("2001:db8:1::10", 40001), dst: (SERVER6, 21), seq: 1, ack: 0, flags: "S", payload: b"" });
+    let f = tcp(
+        CLIENT_MAC,
+        GW_IN_MAC,
+        Tcp { src: ("2001:db8:1::10", 40001), dst: (SERVER6, 21), seq: 1, ack: 0, flags: "S", payload: b"" },
+    );
     let (v, out) = feed(&mut e, &mut s, 3, INSIDE, f);
     assert_eq!(v, Verdict::Forward(OUTSIDE));
     assert_eq!(&out[0..6], &SERVER_MAC);

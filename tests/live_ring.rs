@@ -209,7 +209,9 @@ fn test_frame(dst: [u8; 6], src: [u8; 6], seq: u32, len: usize, vlan: Option<u16
 }
 
 fn is_test_frame(f: &[u8]) -> bool {
-    f.len() >= 14 && (f[12..14] == ETH_TEST.to_be_bytes() || (f[12..14] == [0x81, 0] && f.get(16..18) == Some(&ETH_TEST.to_be_bytes()[..])))
+    f.len() >= 14
+        && (f[12..14] == ETH_TEST.to_be_bytes()
+            || (f[12..14] == [0x81, 0] && f.get(16..18) == Some(&ETH_TEST.to_be_bytes()[..])))
 }
 
 /// Receive until `want` test frames arrived or `limit` passed.
@@ -273,7 +275,9 @@ fn a_batch_goes_out_in_order_and_a_refused_frame_is_reported() {
     let lab = Lab::new("tx", 2);
     lab.veth(0, "a0", 1, "b0");
     let (a, b) = (mac_of(0, "a0"), mac_of(1, "b0"));
-    for (name, backend, vnet) in [("ring+vnet", Backend::Ring, true), ("ring", Backend::Ring, false), ("pnet", Backend::Pnet, false)] {
+    for (name, backend, vnet) in
+        [("ring+vnet", Backend::Ring, true), ("ring", Backend::Ring, false), ("pnet", Backend::Pnet, false)]
+    {
         let mut dp: Box<dyn Datapath + Send> = match backend {
             Backend::Ring => Box::new(ring(vnet)),
             Backend::Pnet => Box::new(ftpgate::live::datapath::PnetDatapath),
@@ -465,14 +469,14 @@ fn udp_port_parity() -> Vec<libc::sock_filter> {
     let ins = |code: u16, jt: u8, jf: u8, k: u32| libc::sock_filter { code, jt, jf, k };
     vec![
         ins(0x28, 0, 0, (libc::SKF_AD_OFF + libc::SKF_AD_PROTOCOL) as u32), // ldh proto
-        ins(0x15, 0, 6, 0x0800),                                          // jeq IPv4, else ret 0
-        ins(0x30, 0, 0, 9),                                               // ldb [9]
-        ins(0x15, 0, 4, 17),                                              // jeq UDP, else ret 0
-        ins(0xb1, 0, 0, 0),                                               // ldxb 4*([0]&0xf)
-        ins(0x48, 0, 0, 2),                                               // ldh [x+2]
-        ins(0x54, 0, 0, 1),                                               // and #1
-        ins(0x16, 0, 0, 0),                                               // ret a
-        ins(0x06, 0, 0, 0),                                               // ret #0
+        ins(0x15, 0, 6, 0x0800),                                            // jeq IPv4, else ret 0
+        ins(0x30, 0, 0, 9),                                                 // ldb [9]
+        ins(0x15, 0, 4, 17),                                                // jeq UDP, else ret 0
+        ins(0xb1, 0, 0, 0),                                                 // ldxb 4*([0]&0xf)
+        ins(0x48, 0, 0, 2),                                                 // ldh [x+2]
+        ins(0x54, 0, 0, 1),                                                 // and #1
+        ins(0x16, 0, 0, 0),                                                 // ret a
+        ins(0x06, 0, 0, 0),                                                 // ret #0
     ]
 }
 
@@ -498,7 +502,9 @@ fn fanout_splits_frames_as_the_program_says() {
         let fanout = Fanout { group, program: udp_port_parity() };
         let mut dp = open_datapath(backend);
         let mut links: Vec<Link> = (0..2)
-            .map(|_| in_ns(lab.ns(1), || dp.open("b0", MAX_FRAME, Some(&fanout))).unwrap_or_else(|e| panic!("{name}: {e}")))
+            .map(|_| {
+                in_ns(lab.ns(1), || dp.open("b0", MAX_FRAME, Some(&fanout))).unwrap_or_else(|e| panic!("{name}: {e}"))
+            })
             .collect();
         let ports: Vec<u16> = (40000..40040).collect();
         for p in &ports {
@@ -597,9 +603,8 @@ fn oversized_frames_are_counted_not_carried() {
     let udp = in_ns(lab.ns(0), || UdpSocket::bind("192.0.2.1:0")).unwrap();
     let seg: libc::c_int = 1000;
     // SAFETY: setsockopt with a live c_int.
-    let r = unsafe {
-        libc::setsockopt(udp.as_raw_fd(), libc::SOL_UDP, libc::UDP_SEGMENT, &seg as *const _ as *const _, 4)
-    };
+    let r =
+        unsafe { libc::setsockopt(udp.as_raw_fd(), libc::SOL_UDP, libc::UDP_SEGMENT, &seg as *const _ as *const _, 4) };
     if r != 0 {
         eprintln!("UDP_SEGMENT unavailable: {}; UDP GSO part skipped", std::io::Error::last_os_error());
         return;
@@ -637,7 +642,10 @@ fn a_full_ring_counts_what_it_lost() {
     assert!(got.len() > 100 && got.len() < 2000, "the ring held part of the burst: {}", got.len());
     assert_eq!(got.len() as u64 + lost, 2000, "every frame was either read or counted as lost");
     let seqs: Vec<u32> = got.iter().map(|f| u32::from_be_bytes(f[14..18].try_into().unwrap())).collect();
-    assert!(seqs.iter().enumerate().all(|(i, &s)| s == i as u32), "the frames that fitted are the first ones, in order");
+    assert!(
+        seqs.iter().enumerate().all(|(i, &s)| s == i as u32),
+        "the frames that fitted are the first ones, in order"
+    );
     assert_eq!(link.rx.take_drops(), 0, "the count resets when read");
 }
 
@@ -652,6 +660,7 @@ fn ring_errors_name_the_device_problem() {
     assert_eq!(in_ns(lab.ns(0), || ftpgate::live::datapath::ring::device_driver("a0")).as_deref(), Some("veth"));
     assert_eq!(in_ns(lab.ns(0), || ftpgate::live::datapath::ring::device_driver("fgr-none")), None);
     let bad = Fanout { group: 1, program: Vec::new() };
-    let err = in_ns(lab.ns(0), || RingDatapath::default().open("a0", MAX_FRAME, Some(&bad))).err().expect("empty program");
+    let err =
+        in_ns(lab.ns(0), || RingDatapath::default().open("a0", MAX_FRAME, Some(&bad))).err().expect("empty program");
     assert!(err.to_string().contains("fanout program"), "{err}");
 }

@@ -92,4 +92,3 @@ fn established_frames_allocate_nothing() {
     assert_eq!(forwarded, order.len(), "the frames took the established path");
     assert_eq!(during, 0, "allocations across {} established frames through process_batch", order.len());
 }
-

@@ -22,16 +22,28 @@ fn port_of(line: &[u8]) -> u16 {
 /// the client receives, if any.
 fn server_syn(sim: &mut FtpSim, port: u16, isn: u32) -> (Verdict, Vec<u8>) {
     sim.t += 1;
-    let f = tcp(SERVER_MAC, GW_OUT_MAC, Tcp { src: ("198.51.100.20", 20), dst: ("198.51.100.1", port), seq: isn, ack: 0, flags: "S", payload: b"" });
+    let f = tcp(
+        SERVER_MAC,
+        GW_OUT_MAC,
+        Tcp { src: ("198.51.100.20", 20), dst: ("198.51.100.1", port), seq: isn, ack: 0, flags: "S", payload: b"" },
+    );
     feed(&mut sim.e, &mut sim.s, sim.t, OUTSIDE, f)
 }
 
 fn data_seg(sim: &mut FtpSim, from_server: bool, port: u16, seq: u32, ack: u32, flags: &str) -> Verdict {
     sim.t += 1;
     let f = if from_server {
-        tcp(SERVER_MAC, GW_OUT_MAC, Tcp { src: ("198.51.100.20", 20), dst: ("198.51.100.1", port), seq, ack, flags, payload: b"" })
+        tcp(
+            SERVER_MAC,
+            GW_OUT_MAC,
+            Tcp { src: ("198.51.100.20", 20), dst: ("198.51.100.1", port), seq, ack, flags, payload: b"" },
+        )
     } else {
-        tcp(CLIENT_MAC, GW_IN_MAC, Tcp { src: ("192.0.2.10", 36877), dst: ("198.51.100.20", 20), seq, ack, flags, payload: b"" })
+        tcp(
+            CLIENT_MAC,
+            GW_IN_MAC,
+            Tcp { src: ("192.0.2.10", 36877), dst: ("198.51.100.20", 20), seq, ack, flags, payload: b"" },
+        )
     };
     feed(&mut sim.e, &mut sim.s, sim.t, if from_server { OUTSIDE } else { INSIDE }, f).0
 }
@@ -58,7 +70,10 @@ fn a_new_data_connection_replaces_a_closed_one_with_the_same_reply_tuple() {
     assert_eq!(data_seg(&mut sim, false, p1, 7001, 5002, "FA"), Verdict::Forward(OUTSIDE));
     assert_eq!(data_seg(&mut sim, true, p1, 5002, 7002, "A"), Verdict::Forward(INSIDE));
     let ends = sim.s.of_kind("connection_end");
-    assert!(ends.iter().any(|e| e["src"] == "198.51.100.20:20" && e["reason"] == "fin"), "the first data connection ended: {ends:?}");
+    assert!(
+        ends.iter().any(|e| e["src"] == "198.51.100.20:20" && e["reason"] == "fin"),
+        "the first data connection ended: {ends:?}"
+    );
 
     // Second transfer, a moment later: the client listens on the same port.
     let (_, seen) = sim.client(b"PORT 192,0,2,10,144,13\r\n");

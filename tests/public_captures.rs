@@ -116,16 +116,31 @@ fn ftp_bounce_blocks_only_the_bouncing_session() {
     let pins = r.of_kind("pinhole_open");
     assert_eq!(pins.len(), 1);
     assert_eq!(pins[0]["session"], honest);
-    assert_eq!((pins[0]["address"].as_str(), pins[0]["port"].as_u64(), pins[0]["peer"].as_str()), (Some("1.1.1.2"), Some(59549), Some("2.2.2.1")));
+    assert_eq!(
+        (pins[0]["address"].as_str(), pins[0]["port"].as_u64(), pins[0]["peer"].as_str()),
+        (Some("1.1.1.2"), Some(59549), Some("2.2.2.1"))
+    );
     // The honest session completes: its QUIT's 221 reaches the client.
     let honest_client = (ip("1.1.1.2"), 33112);
-    let to_honest: Vec<u8> = r.out.iter().filter_map(|f| seg_of(&f.frame)).filter(|s| s.dst == honest_client).flat_map(|s| s.payload).collect();
+    let to_honest: Vec<u8> = r
+        .out
+        .iter()
+        .filter_map(|f| seg_of(&f.frame))
+        .filter(|s| s.dst == honest_client)
+        .flat_map(|s| s.payload)
+        .collect();
     assert!(String::from_utf8_lossy(&to_honest).contains("221"), "{:?}", String::from_utf8_lossy(&to_honest));
     // And the bouncer never got its PORT to the server; both of its ends got an RST.
-    let to_server: Vec<u8> =
-        r.out.iter().filter_map(|f| seg_of(&f.frame)).filter(|s| s.src == (ip("1.1.1.2"), 58316)).flat_map(|s| s.payload).collect();
+    let to_server: Vec<u8> = r
+        .out
+        .iter()
+        .filter_map(|f| seg_of(&f.frame))
+        .filter(|s| s.src == (ip("1.1.1.2"), 58316))
+        .flat_map(|s| s.payload)
+        .collect();
     assert!(!String::from_utf8_lossy(&to_server).contains("PORT 2,2,2,3"));
-    let rsts: Vec<Seg> = r.out.iter().filter(|f| tcp_flags_of(&f.frame).contains('R')).filter_map(|f| seg_of(&f.frame)).collect();
+    let rsts: Vec<Seg> =
+        r.out.iter().filter(|f| tcp_flags_of(&f.frame).contains('R')).filter_map(|f| seg_of(&f.frame)).collect();
     assert_eq!(rsts.len(), 2);
     assert!(rsts.iter().any(|s| s.dst == (ip("1.1.1.2"), 58316)) && rsts.iter().any(|s| s.dst == (ip("2.2.2.1"), 21)));
     assert_eq!(r.frame_counts().3, 2);
@@ -152,7 +167,11 @@ fn auth_tls_is_reported_and_opens_nothing() {
     assert_eq!((o, d), (i, 0), "the encrypted session itself passes");
     // Nothing after the encryption point is parsed as FTP.
     let at = enc[0]["packet"].as_u64().unwrap();
-    assert!(r.of_kind("ftp_command").iter().chain(r.of_kind("ftp_reply").iter()).all(|e| e["packet"].as_u64().unwrap() <= at));
+    assert!(r
+        .of_kind("ftp_command")
+        .iter()
+        .chain(r.of_kind("ftp_reply").iter())
+        .all(|e| e["packet"].as_u64().unwrap() <= at));
 }
 
 #[test]

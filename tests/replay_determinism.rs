@@ -10,10 +10,10 @@ use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 
 use ftpgate::capture::CaptureReader;
-use std::process::Command;
 use pcap_file::pcapng::blocks::enhanced_packet::EnhancedPacketBlock;
 use pcap_file::pcapng::blocks::interface_description::{InterfaceDescriptionBlock, InterfaceDescriptionOption};
 use pcap_file::pcapng::PcapNgWriter;
+use std::process::Command;
 
 fn repo(p: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(p)
@@ -69,7 +69,10 @@ fn interleaved(prefix: &str, copies: u64, out: &Path) -> usize {
         w.write_pcapng_block(InterfaceDescriptionBlock {
             linktype: pcap_file::DataLink::ETHERNET,
             snaplen: 0,
-            options: vec![InterfaceDescriptionOption::IfName(Cow::Borrowed(name)), InterfaceDescriptionOption::IfTsResol(9)],
+            options: vec![
+                InterfaceDescriptionOption::IfName(Cow::Borrowed(name)),
+                InterfaceDescriptionOption::IfTsResol(9),
+            ],
         })
         .unwrap();
     }
@@ -123,7 +126,11 @@ fn same_twice(input: &Path, config: Option<&Path>) -> String {
         if a.events != b.events {
             let (la, lb) = (String::from_utf8_lossy(&a.events), String::from_utf8_lossy(&b.events));
             let first = la.lines().zip(lb.lines()).position(|(x, y)| x != y);
-            panic!("{what}: event logs differ (first at line {first:?} of {} / {})", la.lines().count(), lb.lines().count());
+            panic!(
+                "{what}: event logs differ (first at line {first:?} of {} / {})",
+                la.lines().count(),
+                lb.lines().count()
+            );
         }
         assert!(a.out == b.out, "{what}: output captures differ ({} / {} bytes)", a.out.len(), b.out.len());
         if workers == 3 {

@@ -57,7 +57,8 @@ fn masqueraded_flows_with_random_ports_come_back_to_their_worker() {
         assert_eq!(o.sport % 3, cport % 3, "the mapping keeps the port's class");
         moved += usize::from(o.sport != cport);
         used[w] += 1;
-        let synack = tcp(SERVER_MAC, GW_OUT_MAC, t(("198.51.100.20", 80), ("198.51.100.1", o.sport), 5000, 1001, "SA", b""));
+        let synack =
+            tcp(SERVER_MAC, GW_OUT_MAC, t(("198.51.100.20", 80), ("198.51.100.1", o.sport), 5000, 1001, "SA", b""));
         let (w2, v, back) = gw.pass(OUTSIDE, synack);
         assert_eq!((w2, v), (w, Verdict::Forward(INSIDE)), "flow {i}: the reply reaches the worker holding it");
         let b = decode_verified(&back);
@@ -76,7 +77,8 @@ fn active_ftp_data_through_three_workers() {
         let (_, v, out) = gw.pass(INSIDE, tcp(CLIENT_MAC, GW_IN_MAC, t(c, s, 100, 0, "S", b"")));
         assert_eq!(v, Verdict::Forward(OUTSIDE));
         let pub_c = decode_verified(&out).sport;
-        let (_, v, _) = gw.pass(OUTSIDE, tcp(SERVER_MAC, GW_OUT_MAC, t(s, ("198.51.100.1", pub_c), 900, 101, "SA", b"")));
+        let (_, v, _) =
+            gw.pass(OUTSIDE, tcp(SERVER_MAC, GW_OUT_MAC, t(s, ("198.51.100.1", pub_c), 900, 101, "SA", b"")));
         assert_eq!(v, Verdict::Forward(INSIDE));
         gw.pass(INSIDE, tcp(CLIENT_MAC, GW_IN_MAC, t(c, s, 101, 901, "A", b"")));
         // The client announces a data port; the gateway maps it.
@@ -85,22 +87,32 @@ fn active_ftp_data_through_three_workers() {
         let (_, v, out) = gw.pass(INSIDE, tcp(CLIENT_MAC, GW_IN_MAC, t(c, s, 101, 901, "AP", line.as_bytes())));
         assert_eq!(v, Verdict::Forward(OUTSIDE));
         let sent = String::from_utf8(decode_verified(&out).payload).unwrap();
-        let nums: Vec<u16> = sent.trim_end().trim_start_matches("PORT ").split(',').map(|n| n.parse().unwrap()).collect();
+        let nums: Vec<u16> =
+            sent.trim_end().trim_start_matches("PORT ").split(',').map(|n| n.parse().unwrap()).collect();
         assert_eq!(&nums[..4], &[198, 51, 100, 1], "{sent}");
         let mapped = nums[4] * 256 + nums[5];
         assert_eq!(mapped % 3, dport % 3, "{sent}");
         // The server connects back from port 20; it may land on another worker
         // than the control connection: the pinhole is shared.
-        let (w, v, back) =
-            gw.pass(OUTSIDE, tcp(SERVER_MAC, GW_OUT_MAC, t(("198.51.100.20", 20), ("198.51.100.1", mapped), 7000, 0, "S", b"")));
+        let (w, v, back) = gw.pass(
+            OUTSIDE,
+            tcp(SERVER_MAC, GW_OUT_MAC, t(("198.51.100.20", 20), ("198.51.100.1", mapped), 7000, 0, "S", b"")),
+        );
         assert_eq!(v, Verdict::Forward(INSIDE), "round {round}: the data connection is admitted");
         let b = decode_verified(&back);
         assert_eq!((b.dst, b.dport), (ip("192.0.2.10"), dport));
-        let (w2, v, _) = gw.pass(INSIDE, tcp(CLIENT_MAC, GW_IN_MAC, t(c_data(dport), ("198.51.100.20", 20), 3000, 7001, "SA", b"")));
-        assert_eq!((w2, v), (w, Verdict::Forward(OUTSIDE)), "round {round}: the client's answer reaches the same worker");
+        let (w2, v, _) =
+            gw.pass(INSIDE, tcp(CLIENT_MAC, GW_IN_MAC, t(c_data(dport), ("198.51.100.20", 20), 3000, 7001, "SA", b"")));
+        assert_eq!(
+            (w2, v),
+            (w, Verdict::Forward(OUTSIDE)),
+            "round {round}: the client's answer reaches the same worker"
+        );
         // A stranger trying the same port is not admitted (the pinhole was one-shot).
-        let (_, v, _) =
-            gw.pass(OUTSIDE, tcp(SERVER_MAC, GW_OUT_MAC, t(("203.0.113.66", 20), ("198.51.100.1", mapped), 1, 0, "S", b"")));
+        let (_, v, _) = gw.pass(
+            OUTSIDE,
+            tcp(SERVER_MAC, GW_OUT_MAC, t(("203.0.113.66", 20), ("198.51.100.1", mapped), 1, 0, "S", b"")),
+        );
         assert!(matches!(v, Verdict::Drop(_)), "round {round}: {v:?}");
     }
 }
@@ -116,7 +128,8 @@ fn echo_identifiers_keep_their_worker() {
         let (w, v, out) = gw.pass(INSIDE, ping(CLIENT_MAC, GW_IN_MAC, "192.0.2.10", "198.51.100.20", id, 1, false));
         assert_eq!(v, Verdict::Forward(OUTSIDE));
         let mapped = u16::from_be_bytes([out[14 + 20 + 4], out[14 + 20 + 5]]);
-        let (w2, v, back) = gw.pass(OUTSIDE, ping(SERVER_MAC, GW_OUT_MAC, "198.51.100.20", "198.51.100.1", mapped, 1, true));
+        let (w2, v, back) =
+            gw.pass(OUTSIDE, ping(SERVER_MAC, GW_OUT_MAC, "198.51.100.20", "198.51.100.1", mapped, 1, true));
         assert_eq!((w2, v), (w, Verdict::Forward(INSIDE)), "id {id} → {mapped}");
         assert_eq!(u16::from_be_bytes([back[14 + 20 + 4], back[14 + 20 + 5]]), id);
     }

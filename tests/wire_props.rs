@@ -6,8 +6,8 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use etherparse::{
-    Icmpv4Header, Icmpv4Type, Icmpv6Slice, Icmpv6Type, Ipv4Header, Ipv6Header, PacketBuilder, SlicedPacket,
-    TcpHeader, TcpOptionElement, UdpHeader,
+    Icmpv4Header, Icmpv4Type, Icmpv6Slice, Icmpv6Type, Ipv4Header, Ipv6Header, PacketBuilder, SlicedPacket, TcpHeader,
+    TcpOptionElement, UdpHeader,
 };
 use ftpgate::wire::{parse_frame, setters, FrameKind, Mac, Meta};
 use proptest::prelude::*;
@@ -95,11 +95,7 @@ fn sack_options(pre: usize, blocks: &[(u32, u32)]) -> Vec<u8> {
 /// destination to somewhere else, as if it were the packet that failed.
 fn quoted(s: &Spec, inner: &Inner) -> Vec<u8> {
     let (src, dst) = (s.b, s.a);
-    let step = if s.v6 {
-        PacketBuilder::ipv6(src, dst, 1)
-    } else {
-        PacketBuilder::ipv4(v4(src), v4(dst), 1)
-    };
+    let step = if s.v6 { PacketBuilder::ipv6(src, dst, 1) } else { PacketBuilder::ipv4(v4(src), v4(dst), 1) };
     let mut v = Vec::new();
     match inner {
         Inner::Tcp => step.tcp(s.dport, s.sport, s.seq, 1000).write(&mut v, &s.payload).unwrap(),
@@ -433,7 +429,13 @@ fn check(f: &[u8], m: &Meta, md: &Model, s: &Spec) {
             let q = &payload[8..];
             let (isrc, idst, iproto, l4, ilen) = if s.v6 {
                 let (h, _) = Ipv6Header::from_slice(q).unwrap();
-                (IpAddr::from(h.source), IpAddr::from(h.destination), h.next_header.0, 40, 40 + h.payload_length as usize)
+                (
+                    IpAddr::from(h.source),
+                    IpAddr::from(h.destination),
+                    h.next_header.0,
+                    40,
+                    40 + h.payload_length as usize,
+                )
             } else {
                 let h = Ipv4Header::from_slice(q).unwrap().0;
                 assert_eq!(h.header_checksum, h.calc_header_checksum(), "inner ipv4 header checksum");
@@ -464,7 +466,8 @@ fn arb_addr() -> impl Strategy<Value = [u8; 16]> {
 fn arb_kind() -> impl Strategy<Value = Kind> {
     let inner = prop_oneof![Just(Inner::Tcp), Just(Inner::Udp), Just(Inner::Echo)];
     prop_oneof![
-        (0usize..4, prop::collection::vec(any::<(u32, u32)>(), 0..=4)).prop_map(|(sack_pre, sack)| Kind::Tcp { sack_pre, sack }),
+        (0usize..4, prop::collection::vec(any::<(u32, u32)>(), 0..=4))
+            .prop_map(|(sack_pre, sack)| Kind::Tcp { sack_pre, sack }),
         any::<bool>().prop_map(|zero_csum| Kind::Udp { zero_csum }),
         Just(Kind::Echo),
         (inner, any::<bool>()).prop_map(|(inner, truncate)| Kind::Error { inner, truncate }),
@@ -512,7 +515,8 @@ fn arb_op() -> impl Strategy<Value = Op> {
         arb_addr().prop_map(Op::InnerDst),
         any::<u16>().prop_map(Op::InnerSport),
         any::<u16>().prop_map(Op::InnerDport),
-        (any::<usize>(), any::<usize>(), prop::collection::vec(any::<u8>(), 0..60)).prop_map(|(a, b, n)| Op::Replace(a, b, n)),
+        (any::<usize>(), any::<usize>(), prop::collection::vec(any::<u8>(), 0..60))
+            .prop_map(|(a, b, n)| Op::Replace(a, b, n)),
         (arb_addr(), any::<u16>(), arb_addr(), any::<u16>()).prop_map(|(a, sp, b, dp)| Op::Translate(a, sp, b, dp)),
     ]
 }

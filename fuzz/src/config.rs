@@ -42,7 +42,8 @@ pub fn run(data: &[u8]) {
             assert!(!errors.is_empty(), "an error result names at least one problem");
             // YAML line breaks: LF, CRLF, and a bare CR.
             let bytes = text.as_bytes();
-            let bare_cr = bytes.iter().enumerate().filter(|&(i, &b)| b == b'\r' && bytes.get(i + 1) != Some(&b'\n')).count();
+            let bare_cr =
+                bytes.iter().enumerate().filter(|&(i, &b)| b == b'\r' && bytes.get(i + 1) != Some(&b'\n')).count();
             let lines = text.split('\n').count() + bare_cr;
             for e in &errors {
                 assert!(e.line >= 1 && e.line <= lines + 1, "error line {} outside 1..={}: {e}", e.line, lines + 1);
@@ -50,7 +51,10 @@ pub fn run(data: &[u8]) {
                 assert!(!e.message.is_empty());
                 assert_eq!(e.file, "fuzz.yaml");
             }
-            assert!(errors.windows(2).all(|w| (w[0].line, w[0].column) <= (w[1].line, w[1].column)), "errors sorted by position");
+            assert!(
+                errors.windows(2).all(|w| (w[0].line, w[0].column) <= (w[1].line, w[1].column)),
+                "errors sorted by position"
+            );
         }
     }
 }

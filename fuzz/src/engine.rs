@@ -88,7 +88,14 @@ struct Flow {
 }
 
 impl Flow {
-    fn new(client: (&str, u16), server_pub: (&str, u16), server: (&str, u16), client_side: usize, c_isn: u32, s_isn: u32) -> Flow {
+    fn new(
+        client: (&str, u16),
+        server_pub: (&str, u16),
+        server: (&str, u16),
+        client_side: usize,
+        c_isn: u32,
+        s_isn: u32,
+    ) -> Flow {
         let c = (ip(client.0), client.1);
         Flow {
             client: c,
@@ -109,8 +116,22 @@ impl Flow {
 
 fn flows() -> Vec<Flow> {
     vec![
-        Flow::new(("192.0.2.10", 40000), ("198.51.100.20", 21), ("198.51.100.20", 21), INSIDE, 0xffff_f000, 0x1000_0000),
-        Flow::new(("192.0.2.11", 40001), ("198.51.100.21", 21), ("198.51.100.21", 21), INSIDE, 0x7fff_fff0, 0xffff_ff00),
+        Flow::new(
+            ("192.0.2.10", 40000),
+            ("198.51.100.20", 21),
+            ("198.51.100.20", 21),
+            INSIDE,
+            0xffff_f000,
+            0x1000_0000,
+        ),
+        Flow::new(
+            ("192.0.2.11", 40001),
+            ("198.51.100.21", 21),
+            ("198.51.100.21", 21),
+            INSIDE,
+            0x7fff_fff0,
+            0xffff_ff00,
+        ),
         Flow::new(("2001:db8:1::10", 40002), ("2001:db8:2::20", 21), ("2001:db8:2::20", 21), INSIDE, 1000, 2000),
         Flow::new(("203.0.113.5", 50000), ("198.51.100.1", 21), ("192.0.2.20", 21), OUTSIDE, 0x8000_0000, 5),
         Flow::new(("203.0.113.6", 50001), ("198.51.100.1", 21), ("192.0.2.20", 21), OUTSIDE, 0, 0xffff_fffe),
@@ -180,14 +201,28 @@ fn line(inp: &mut Input<'_>, f: &Flow) -> Vec<u8> {
             let port = u16::from_be_bytes([p1, p2]);
             format!("EPRT |{af}|{}|{port}|\r\n", f.client.0).into_bytes()
         }
-        3 => format!("EPRT |{}|{}|{}|\r\n", p1 % 4, ["0.0.0.0", "::", "203.0.113.9", "192.0.2.10"][usize::from(p2 % 4)], u32::from(p2) * 300)
-            .into_bytes(),
+        3 => format!(
+            "EPRT |{}|{}|{}|\r\n",
+            p1 % 4,
+            ["0.0.0.0", "::", "203.0.113.9", "192.0.2.10"][usize::from(p2 % 4)],
+            u32::from(p2) * 300
+        )
+        .into_bytes(),
         4 => b"PASV\r\n".to_vec(),
         5 => b"EPSV\r\n".to_vec(),
-        6 => [&b"EPSV ALL\r\n"[..], b"LPSV\r\n", b"LPRT 4,4,192,0,2,10,2,4,1\r\n", b"EPSV 2\r\n"][usize::from(p1 % 4)].to_vec(),
-        7 => [&b"AUTH TLS\r\n"[..], b"USER anonymous\r\n", b"LIST\r\n", b"RETR f\r\n", b"QUIT\r\n", b"NOOP\r\n", b"SITE x\r\n", b"port 1,2\r\n"]
-            [usize::from(p1 % 8)]
+        6 => [&b"EPSV ALL\r\n"[..], b"LPSV\r\n", b"LPRT 4,4,192,0,2,10,2,4,1\r\n", b"EPSV 2\r\n"][usize::from(p1 % 4)]
             .to_vec(),
+        7 => [
+            &b"AUTH TLS\r\n"[..],
+            b"USER anonymous\r\n",
+            b"LIST\r\n",
+            b"RETR f\r\n",
+            b"QUIT\r\n",
+            b"NOOP\r\n",
+            b"SITE x\r\n",
+            b"port 1,2\r\n",
+        ][usize::from(p1 % 8)]
+        .to_vec(),
         8 => {
             let [a, b, c, d] = v4(f.server.0);
             format!("227 Entering Passive Mode ({a},{b},{c},{d},{p1},{p2}).\r\n").into_bytes()
@@ -207,7 +242,7 @@ fn line(inp: &mut Input<'_>, f: &Flow) -> Vec<u8> {
             b"425 Cannot open\r\n",
             b"230 ok\r\n",
         ][usize::from(p1 % 8)]
-            .to_vec(),
+        .to_vec(),
         12 => format!("{}-multi\r\n", [227u16, 229, 230, 211][usize::from(p1 % 4)]).into_bytes(),
         13 => b" 227 Entering Passive Mode (192,0,2,10,4,1)\r\n".to_vec(),
         14 => {
@@ -217,7 +252,9 @@ fn line(inp: &mut Input<'_>, f: &Flow) -> Vec<u8> {
             l.extend_from_slice(b"\r\n");
             l
         }
-        15 => [&b"PORT 192,0,2,10,4,1\n"[..], b"NO\0OP\r\n", b"US\xffER x\r\n", b"PA\rSV\r\n", b"\r\n", b"\n"][usize::from(p1 % 6)].to_vec(),
+        15 => [&b"PORT 192,0,2,10,4,1\n"[..], b"NO\0OP\r\n", b"US\xffER x\r\n", b"PA\rSV\r\n", b"\r\n", b"\n"]
+            [usize::from(p1 % 6)]
+        .to_vec(),
         _ => {
             let n = usize::from(p1 % 48);
             let mut l = inp.bytes(n).to_vec();
@@ -506,7 +543,16 @@ impl Harness {
         let Some((key, pin)) = (!pins.is_empty()).then(|| pins[usize::from(sel) % pins.len()].clone()) else {
             // No pinhole: a SYN to a public port from a server.
             let port = seq as u16;
-            let f = lab::tcp(SERVER_MAC, GW_OUT_MAC, (ip("198.51.100.20"), sport), (ip("198.51.100.1"), port), 1, 0, flags::SYN, b"");
+            let f = lab::tcp(
+                SERVER_MAC,
+                GW_OUT_MAC,
+                (ip("198.51.100.20"), sport),
+                (ip("198.51.100.1"), port),
+                1,
+                0,
+                flags::SYN,
+                b"",
+            );
             self.feed(OUTSIDE, f);
             return;
         };

@@ -14,7 +14,12 @@ pub fn run(data: &[u8]) {
             Command::Port(addr) => {
                 let mut line = b"PORT ".to_vec();
                 parse::write_port_args(&mut line, addr);
-                assert_eq!(parse::parse_command(&line), Ok(Command::Port(addr)), "PORT round trip: {}", String::from_utf8_lossy(&line));
+                assert_eq!(
+                    parse::parse_command(&line),
+                    Ok(Command::Port(addr)),
+                    "PORT round trip: {}",
+                    String::from_utf8_lossy(&line)
+                );
             }
             Command::Eprt(addr) => {
                 // The delimiter is the argument's first byte (after the verb and its spaces).
@@ -53,7 +58,12 @@ pub fn run(data: &[u8]) {
         let mut line = data[..range.start].to_vec();
         line.extend_from_slice(b"40000");
         line.extend_from_slice(&data[range.end..]);
-        assert_eq!(parse::parse_229(&line).map(|x| x.0), Ok(40000), "229 rewrite of {:?}", String::from_utf8_lossy(data));
+        assert_eq!(
+            parse::parse_229(&line).map(|x| x.0),
+            Ok(40000),
+            "229 rewrite of {:?}",
+            String::from_utf8_lossy(data)
+        );
     }
 }
 

@@ -39,7 +39,11 @@ pub fn config(published: bool) -> Config {
             iface("inside", "veth-gw-in", ["192.0.2.1/24", "2001:db8:1::1/64"], None),
             iface("outside", "veth-gw-out", ["198.51.100.1/24", "2001:db8:2::1/64"], Some("198.51.100.254")),
         ],
-        nat: Nat { masquerade: vec![Masquerade { from: INSIDE, to: OUTSIDE }], forward: vec![], ports: PortMode::Random },
+        nat: Nat {
+            masquerade: vec![Masquerade { from: INSIDE, to: OUTSIDE }],
+            forward: vec![],
+            ports: PortMode::Random,
+        },
         ftp: Ftp::default(),
         policy: Policy {
             pickup: false,
@@ -59,7 +63,12 @@ pub fn config(published: bool) -> Config {
         timeouts: Timeouts::default(),
     };
     if published {
-        c.nat.forward = vec![Forward { on: OUTSIDE, protocol: Protocol::Tcp, port: 21, to: "192.0.2.20:21".parse().expect("literal") }];
+        c.nat.forward = vec![Forward {
+            on: OUTSIDE,
+            protocol: Protocol::Tcp,
+            port: 21,
+            to: "192.0.2.20:21".parse().expect("literal"),
+        }];
         c.policy.rules.push(Rule {
             name: "ftp-in".into(),
             action: Action::Allow,
@@ -85,7 +94,16 @@ pub mod flags {
 
 /// An Ethernet/IP/TCP frame with valid checksums. Mixed families give an empty frame.
 #[allow(clippy::too_many_arguments)]
-pub fn tcp(src_mac: [u8; 6], dst_mac: [u8; 6], src: (IpAddr, u16), dst: (IpAddr, u16), seq: u32, ack: u32, fl: u8, payload: &[u8]) -> Vec<u8> {
+pub fn tcp(
+    src_mac: [u8; 6],
+    dst_mac: [u8; 6],
+    src: (IpAddr, u16),
+    dst: (IpAddr, u16),
+    seq: u32,
+    ack: u32,
+    fl: u8,
+    payload: &[u8],
+) -> Vec<u8> {
     let eth = PacketBuilder::ethernet2(src_mac, dst_mac);
     let mut b = match (src.0, dst.0) {
         (IpAddr::V4(s), IpAddr::V4(d)) => eth.ipv4(s.octets(), d.octets(), 64).tcp(src.1, dst.1, seq, 64240),

@@ -70,7 +70,11 @@ pub fn normalise(linktype: u32, data: &[u8], out: &mut Vec<u8>) -> Result<(), Un
                 // file does not record; families are small, so the order that
                 // gives a small number is the right one.
                 let le = u32::from_le_bytes(raw);
-                if le > 0xFFFF { le.swap_bytes() } else { le }
+                if le > 0xFFFF {
+                    le.swap_bytes()
+                } else {
+                    le
+                }
             };
             let ethertype = match af {
                 2 => ETHERTYPE_IPV4,
@@ -172,7 +176,10 @@ mod tests {
     fn sll_takes_protocol_and_six_byte_source() {
         assert_eq!(norm(LINKTYPE_LINUX_SLL, &sll(0x0800, 6, &V4)).unwrap(), eth([0; 6], MAC, 0x0800, &V4));
         // A non-Ethernet address (e.g. 4-byte tunnel) is not a MAC.
-        assert_eq!(norm(LINKTYPE_LINUX_SLL, &sll(0x86DD, 4, &V6_FIRST)).unwrap(), eth([0; 6], [0; 6], 0x86DD, &V6_FIRST));
+        assert_eq!(
+            norm(LINKTYPE_LINUX_SLL, &sll(0x86DD, 4, &V6_FIRST)).unwrap(),
+            eth([0; 6], [0; 6], 0x86DD, &V6_FIRST)
+        );
     }
 
     #[test]
@@ -195,7 +202,10 @@ mod tests {
     #[test]
     fn sll2_takes_protocol_and_source() {
         assert_eq!(norm(LINKTYPE_LINUX_SLL2, &sll2(0x0800, 6, &V4)).unwrap(), eth([0; 6], MAC, 0x0800, &V4));
-        assert_eq!(norm(LINKTYPE_LINUX_SLL2, &sll2(0x86DD, 0, &V6_FIRST)).unwrap(), eth([0; 6], [0; 6], 0x86DD, &V6_FIRST));
+        assert_eq!(
+            norm(LINKTYPE_LINUX_SLL2, &sll2(0x86DD, 0, &V6_FIRST)).unwrap(),
+            eth([0; 6], [0; 6], 0x86DD, &V6_FIRST)
+        );
         assert!(norm(LINKTYPE_LINUX_SLL2, &sll2(0x8035, 6, &[])).is_err());
         assert!(norm(LINKTYPE_LINUX_SLL2, &[0x08, 0, 0]).is_err());
     }

@@ -27,12 +27,8 @@ use pcap_file::{Endianness, PcapError, TsResolution};
 
 use crate::time::Nanos;
 
-const PCAP_MAGICS: [[u8; 4]; 4] = [
-    [0xA1, 0xB2, 0xC3, 0xD4],
-    [0xD4, 0xC3, 0xB2, 0xA1],
-    [0xA1, 0xB2, 0x3C, 0x4D],
-    [0x4D, 0x3C, 0xB2, 0xA1],
-];
+const PCAP_MAGICS: [[u8; 4]; 4] =
+    [[0xA1, 0xB2, 0xC3, 0xD4], [0xD4, 0xC3, 0xB2, 0xA1], [0xA1, 0xB2, 0x3C, 0x4D], [0x4D, 0x3C, 0xB2, 0xA1]];
 const PCAPNG_SHB: [u8; 4] = [0x0A, 0x0D, 0x0D, 0x0A];
 
 const INITIAL_BUFFER: usize = 256 * 1024;
@@ -125,8 +121,15 @@ pub struct FrameMeta {
 enum Format {
     /// Before the file header has been read.
     Unread,
-    Pcap { parser: PcapParser, endianness: Endianness },
-    PcapNg { parser: PcapNgParser, section_base: usize, section_ifaces: usize },
+    Pcap {
+        parser: PcapParser,
+        endianness: Endianness,
+    },
+    PcapNg {
+        parser: PcapNgParser,
+        section_base: usize,
+        section_ifaces: usize,
+    },
 }
 
 /// A streaming pcap / pcapng reader.
@@ -226,7 +229,11 @@ impl<R: Read> CaptureReader<R> {
         }
     }
 
-    fn parse_header<T>(&mut self, parse: impl Fn(&[u8]) -> Result<(&[u8], T), PcapError>, what: &str) -> Result<T, CaptureError> {
+    fn parse_header<T>(
+        &mut self,
+        parse: impl Fn(&[u8]) -> Result<(&[u8], T), PcapError>,
+        what: &str,
+    ) -> Result<T, CaptureError> {
         loop {
             let avail = &self.buf[self.pos..self.len];
             match parse(avail) {
@@ -286,7 +293,8 @@ impl<R: Read> CaptureReader<R> {
                 }
                 Step::Incomplete => self.fill()?,
                 Step::Corrupt(e) => {
-                    let cause = format!("corrupt record after frame {} at byte offset {}: {e}", self.frames, self.offset());
+                    let cause =
+                        format!("corrupt record after frame {} at byte offset {}: {e}", self.frames, self.offset());
                     return Err(self.error(CaptureErrorKind::CorruptRecord, cause));
                 }
             }
@@ -363,10 +371,15 @@ impl<R: Read> CaptureReader<R> {
                     }
                     // The crate reads EPB timestamps as nanoseconds; they are
                     // really interface units, converted below.
-                    Block::EnhancedPacket(epb) => {
-                        Some((epb.interface_id as usize, Some(epb.timestamp.as_nanos() as u64), epb.original_len, epb.data))
+                    Block::EnhancedPacket(epb) => Some((
+                        epb.interface_id as usize,
+                        Some(epb.timestamp.as_nanos() as u64),
+                        epb.original_len,
+                        epb.data,
+                    )),
+                    Block::Packet(pb) => {
+                        Some((usize::from(pb.interface_id), Some(pb.timestamp), pb.original_len, pb.data))
                     }
-                    Block::Packet(pb) => Some((usize::from(pb.interface_id), Some(pb.timestamp), pb.original_len, pb.data)),
                     // No timestamp: it happened no earlier than the frame before.
                     Block::SimplePacket(spb) => Some((0, None, spb.original_len, spb.data)),
                     _ => None,
@@ -382,7 +395,8 @@ impl<R: Read> CaptureReader<R> {
                         // SPB data runs to the padded block end; trim to the frame.
                         let mut data: &[u8] = &data;
                         if units.is_none() {
-                            let keep = (orig_len as usize).min(if ci.snaplen == 0 { usize::MAX } else { ci.snaplen as usize });
+                            let keep =
+                                (orig_len as usize).min(if ci.snaplen == 0 { usize::MAX } else { ci.snaplen as usize });
                             data = &data[..data.len().min(keep)];
                         }
                         let u = link::normalise(ci.linktype, data, out).err().map(|u| {

@@ -176,7 +176,12 @@ fn records_larger_than_the_buffer_and_tiny_reads() {
     assert!(r.next_frame(&mut out).unwrap().is_none(), "stays at the end");
 }
 
-fn idb(linktype: DataLink, name: &str, tsresol: Option<u8>, tsoffset: Option<i64>) -> InterfaceDescriptionBlock<'static> {
+fn idb(
+    linktype: DataLink,
+    name: &str,
+    tsresol: Option<u8>,
+    tsoffset: Option<i64>,
+) -> InterfaceDescriptionBlock<'static> {
     let mut options = vec![InterfaceDescriptionOption::IfName(Cow::Owned(name.to_string()))];
     if let Some(r) = tsresol {
         options.push(InterfaceDescriptionOption::IfTsResol(r));
@@ -264,7 +269,8 @@ fn pcapng_sections_renumber_interfaces_and_spb_takes_the_previous_time() {
     bytes.extend(pcapng(Endianness::Big, |w| {
         w.write_pcapng_block(idb(DataLink::ETHERNET, "b", Some(9), None)).unwrap();
         w.write_pcapng_block(epb(0, 9, &e)).unwrap();
-        w.write_block(&Block::SimplePacket(SimplePacketBlock { original_len: 17, data: Cow::Borrowed(&e[..17]) })).unwrap();
+        w.write_block(&Block::SimplePacket(SimplePacketBlock { original_len: 17, data: Cow::Borrowed(&e[..17]) }))
+            .unwrap();
     }));
     let (frames, _, ifaces) = read_all(&bytes).unwrap();
     assert_eq!(ifaces.len(), 2);

@@ -53,7 +53,8 @@ impl<W: Write> PcapNgOut<W> {
         if iface >= self.interfaces {
             return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("no output interface {iface}")));
         }
-        let len = u32::try_from(frame.len()).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "frame over 4 GiB"))?;
+        let len =
+            u32::try_from(frame.len()).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "frame over 4 GiB"))?;
         let epb = EnhancedPacketBlock {
             interface_id: iface as u32,
             timestamp: Duration::from_nanos(ts.0),

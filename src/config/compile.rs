@@ -26,11 +26,7 @@ pub(crate) struct Ctx<'f> {
 
 impl<'f> Ctx<'f> {
     pub fn new(file: &'f str) -> Self {
-        Ctx {
-            file,
-            errors: Vec::new(),
-            ops: Operations::default(),
-        }
+        Ctx { file, errors: Vec::new(), ops: Operations::default() }
     }
 
     pub fn err_at(&mut self, line: usize, column: usize, path: &str, message: impl Into<String>) {
@@ -55,15 +51,7 @@ fn one_line(s: &str) -> String {
     if !s.chars().any(char::is_control) {
         return s.to_owned();
     }
-    s.chars()
-        .map(|c| {
-            if c.is_control() {
-                c.escape_default().to_string()
-            } else {
-                c.to_string()
-            }
-        })
-        .collect()
+    s.chars().map(|c| if c.is_control() { c.escape_default().to_string() } else { c.to_string() }).collect()
 }
 
 fn join(path: &str, key: &str) -> String {
@@ -91,11 +79,7 @@ impl<'n> Fields<'n> {
     /// The value under `key`, or None when absent or written empty (`key:`),
     /// which both mean "use the default".
     fn get(&self, key: &str) -> Option<&'n SNode> {
-        self.entries
-            .iter()
-            .find(|(k, _)| k.value == key)
-            .map(|(_, v)| v)
-            .filter(|v| !matches!(v.value, Node::Null))
+        self.entries.iter().find(|(k, _)| k.value == key).map(|(_, v)| v).filter(|v| !matches!(v.value, Node::Null))
     }
 
     fn path(&self, key: &str) -> String {
@@ -118,11 +102,7 @@ fn fields<'n>(cx: &mut Ctx, node: &'n SNode, path: &str, what: &str, allowed: &[
         Node::Map(m) => m,
         Node::Null => &[],
         other => {
-            cx.err(
-                &node.referenced,
-                path,
-                format!("expected {what} (a mapping of keys), found {}", other.kind()),
-            );
+            cx.err(&node.referenced, path, format!("expected {what} (a mapping of keys), found {}", other.kind()));
             return None;
         }
     };
@@ -135,19 +115,11 @@ fn fields<'n>(cx: &mut Ctx, node: &'n SNode, path: &str, what: &str, allowed: &[
             cx.err(
                 &k.referenced,
                 &join(path, &k.value),
-                format!(
-                    "unknown key '{}' in {what}{hint}: expected one of {}",
-                    k.value,
-                    comma_list(allowed)
-                ),
+                format!("unknown key '{}' in {what}{hint}: expected one of {}", k.value, comma_list(allowed)),
             );
         }
     }
-    Some(Fields {
-        entries,
-        at: node.referenced,
-        path: path.to_owned(),
-    })
+    Some(Fields { entries, at: node.referenced, path: path.to_owned() })
 }
 
 // ------------------------------------------------------------------ leaves
@@ -156,11 +128,7 @@ fn string<'n>(cx: &mut Ctx, node: &'n SNode, path: &str, what: &str) -> Option<&
     match &node.value {
         Node::Str(s) => Some(s),
         other => {
-            cx.err(
-                &node.referenced,
-                path,
-                format!("expected {what}, found {}", other.kind()),
-            );
+            cx.err(&node.referenced, path, format!("expected {what}, found {}", other.kind()));
             None
         }
     }
@@ -179,17 +147,9 @@ fn choice<T: Copy>(cx: &mut Ctx, node: &SNode, path: &str, key: &str, options: &
                 Some(h) => format!(" (did you mean '{h}'?)"),
                 None => String::new(),
             };
-            cx.err(
-                &node.referenced,
-                path,
-                format!("unknown value '{s}' for {key}: expected {expected}{hint}"),
-            );
+            cx.err(&node.referenced, path, format!("unknown value '{s}' for {key}: expected {expected}{hint}"));
         }
-        other => cx.err(
-            &node.referenced,
-            path,
-            format!("expected {expected} for {key}, found {}", other.kind()),
-        ),
+        other => cx.err(&node.referenced, path, format!("expected {expected} for {key}, found {}", other.kind())),
     }
     None
 }
@@ -198,11 +158,7 @@ fn boolean(cx: &mut Ctx, node: &SNode, path: &str, key: &str) -> Option<bool> {
     match &node.value {
         Node::Bool(b) => Some(*b),
         other => {
-            cx.err(
-                &node.referenced,
-                path,
-                format!("expected true or false for {key}, found {}", other.kind()),
-            );
+            cx.err(&node.referenced, path, format!("expected true or false for {key}, found {}", other.kind()));
             None
         }
     }
@@ -219,21 +175,13 @@ fn whole(node: &SNode) -> Option<i128> {
 
 fn count(cx: &mut Ctx, node: &SNode, path: &str, key: &str, zero_hint: &str) -> Option<u32> {
     let Some(n) = whole(node) else {
-        cx.err(
-            &node.referenced,
-            path,
-            format!("expected a whole number for {key}, found {}", node.value.kind()),
-        );
+        cx.err(&node.referenced, path, format!("expected a whole number for {key}, found {}", node.value.kind()));
         return None;
     };
     match u32::try_from(n) {
         Ok(0) => cx.err(&node.referenced, path, format!("{key}: 0 {zero_hint}")),
         Ok(v) => return Some(v),
-        Err(_) => cx.err(
-            &node.referenced,
-            path,
-            format!("{key}: {n} is out of range: use 1-{}", u32::MAX),
-        ),
+        Err(_) => cx.err(&node.referenced, path, format!("{key}: {n} is out of range: use 1-{}", u32::MAX)),
     }
     None
 }
@@ -242,13 +190,10 @@ fn duration(cx: &mut Ctx, node: &SNode, path: &str) -> Option<Duration> {
     let r = match (&node.value, whole(node)) {
         (Node::Str(s), _) => p::duration(s),
         (_, Some(n)) => p::duration_secs(n),
-        (Node::Float(f), None) => Err(format!(
-            "{f} is not a whole number: use a smaller unit, e.g. 1500ms rather than 1.5"
-        )),
-        (other, None) => Err(format!(
-            "expected a duration such as 30s, 2m or 5d, found {}",
-            other.kind()
-        )),
+        (Node::Float(f), None) => {
+            Err(format!("{f} is not a whole number: use a smaller unit, e.g. 1500ms rather than 1.5"))
+        }
+        (other, None) => Err(format!("expected a duration such as 30s, 2m or 5d, found {}", other.kind())),
     };
     r.map_err(|m| cx.err(&node.referenced, path, m)).ok()
 }
@@ -268,10 +213,7 @@ fn port_range(cx: &mut Ctx, node: &SNode, path: &str) -> Option<(u16, u16)> {
     let r = match (&node.value, whole(node)) {
         (_, Some(n)) => p::port_number(n).map(|p| (p, p)),
         (Node::Str(s), _) => p::port_range(s),
-        (other, None) => Err(format!(
-            "expected a port (21) or a range (\"8000-8100\"), found {}",
-            other.kind()
-        )),
+        (other, None) => Err(format!("expected a port (21) or a range (\"8000-8100\"), found {}", other.kind())),
     };
     r.map_err(|m| cx.err(&node.referenced, path, m)).ok()
 }
@@ -291,27 +233,15 @@ fn with_str<T>(
 /// stands for a one-item list (`ports: 21`).
 fn list<'n>(cx: &mut Ctx, node: &'n SNode, path: &str, what: &str, scalar_ok: bool) -> Vec<(String, &'n SNode)> {
     match &node.value {
-        Node::Seq(items) => items
-            .iter()
-            .enumerate()
-            .map(|(i, n)| (format!("{path}[{i}]"), n))
-            .collect(),
+        Node::Seq(items) => items.iter().enumerate().map(|(i, n)| (format!("{path}[{i}]"), n)).collect(),
         Node::Null => Vec::new(),
         Node::Map(_) => {
-            cx.err(
-                &node.referenced,
-                path,
-                format!("expected {what} (a list), found a mapping"),
-            );
+            cx.err(&node.referenced, path, format!("expected {what} (a list), found a mapping"));
             Vec::new()
         }
         _ if scalar_ok => vec![(path.to_owned(), node)],
         other => {
-            cx.err(
-                &node.referenced,
-                path,
-                format!("expected {what} (a list), found {}", other.kind()),
-            );
+            cx.err(&node.referenced, path, format!("expected {what} (a list), found {}", other.kind()));
             Vec::new()
         }
     }
@@ -326,11 +256,7 @@ fn networks(cx: &mut Ctx, node: &SNode, path: &str) -> Vec<IpNet> {
     }
     if let Node::Seq(items) = &node.value {
         if items.is_empty() {
-            cx.err(
-                &node.referenced,
-                path,
-                "an empty list would match nothing: write any, or list networks",
-            );
+            cx.err(&node.referenced, path, "an empty list would match nothing: write any, or list networks");
             return Vec::new();
         }
         if items.len() == 1 && matches!(&items[0].value, Node::Str(s) if s == "any") {
@@ -372,20 +298,12 @@ pub(crate) fn compile(cx: &mut Ctx, root: &SNode) -> Config {
         }
         _ => fields(cx, root, "", "the configuration", TOP_KEYS),
     };
-    let top = top.unwrap_or(Fields {
-        entries: &[],
-        at: root.referenced,
-        path: String::new(),
-    });
+    let top = top.unwrap_or(Fields { entries: &[], at: root.referenced, path: String::new() });
     let has_keys = !top.entries.is_empty();
 
     let ifaces = match top.entries.iter().find(|(k, _)| k.value == "interfaces") {
         Some((k, n)) if matches!(n.value, Node::Null) => {
-            cx.err(
-                &k.referenced,
-                "interfaces",
-                "'interfaces:' is empty: define at least one interface under it",
-            );
+            cx.err(&k.referenced, "interfaces", "'interfaces:' is empty: define at least one interface under it");
             Ifaces::default()
         }
         Some((_, n)) => interfaces(cx, n),
@@ -405,14 +323,7 @@ pub(crate) fn compile(cx: &mut Ctx, root: &SNode) -> Config {
     if let Some(d) = top.get("datapath") {
         cx.ops.datapath = datapath(cx, d);
     }
-    Config {
-        interfaces: ifaces.list,
-        nat,
-        ftp,
-        policy,
-        limits,
-        timeouts,
-    }
+    Config { interfaces: ifaces.list, nat, ftp, policy, limits, timeouts }
 }
 
 // -------------------------------------------------------------- interfaces
@@ -437,8 +348,7 @@ impl Ifaces {
         if name == "any" {
             return Some(None);
         }
-        self.resolve_name(cx, node, path, key, name, " (or write any)")
-            .map(Some)
+        self.resolve_name(cx, node, path, key, name, " (or write any)").map(Some)
     }
 
     /// An interface name where a real interface is needed (NAT).
@@ -474,10 +384,7 @@ impl Ifaces {
                     Some(h) => format!(" (did you mean '{h}'?)"),
                     None => String::new(),
                 };
-                format!(
-                    "unknown interface '{name}' in {key}{hint}: the interfaces are {}{or_any}",
-                    self.names()
-                )
+                format!("unknown interface '{name}' in {key}{hint}: the interfaces are {}{or_any}", self.names())
             };
             cx.err(&node.referenced, path, msg);
         }
@@ -496,20 +403,13 @@ fn interfaces(cx: &mut Ctx, node: &SNode) -> Ifaces {
             cx.err(
                 &node.referenced,
                 "interfaces",
-                format!(
-                    "expected a mapping of interface names (e.g. inside:, outside:), found {}",
-                    other.kind()
-                ),
+                format!("expected a mapping of interface names (e.g. inside:, outside:), found {}", other.kind()),
             );
             return out;
         }
     };
     if entries.is_empty() {
-        cx.err(
-            &node.referenced,
-            "interfaces",
-            "no interfaces are defined: a gateway needs at least one",
-        );
+        cx.err(&node.referenced, "interfaces", "no interfaces are defined: a gateway needs at least one");
     }
     // Where each own address and device was first seen, to report repeats.
     let mut own_addrs: HashMap<IpAddr, String> = HashMap::new();
@@ -522,11 +422,7 @@ fn interfaces(cx: &mut Ctx, node: &SNode) -> Ifaces {
             cx.err(&key.referenced, &path, format!("interface name {m}"));
         }
         if name == "any" {
-            cx.err(
-                &key.referenced,
-                &path,
-                "'any' cannot name an interface: rules use it to mean every interface",
-            );
+            cx.err(&key.referenced, &path, "'any' cannot name an interface: rules use it to mean every interface");
         }
         let mut iface = Interface {
             name: name.to_owned(),
@@ -564,13 +460,9 @@ fn interfaces(cx: &mut Ctx, node: &SNode) -> Ifaces {
 
         if let Some(n) = f.get("addresses") {
             for (ap, item) in list(cx, n, &f.path("addresses"), "addresses such as 192.0.2.1/24", true) {
-                let Some(a) = with_str(
-                    cx,
-                    item,
-                    &ap,
-                    "an address with prefix such as 192.0.2.1/24",
-                    p::interface_address,
-                ) else {
+                let Some(a) =
+                    with_str(cx, item, &ap, "an address with prefix such as 192.0.2.1/24", p::interface_address)
+                else {
                     continue;
                 };
                 if let Some(first) = own_addrs.get(&a.addr()) {
@@ -600,13 +492,9 @@ fn interfaces(cx: &mut Ctx, node: &SNode) -> Ifaces {
             }
         }
         if let Some(n) = f.get("routes") {
-            for (rp, item) in list(
-                cx,
-                n,
-                &f.path("routes"),
-                "routes such as {to: 203.0.113.0/24, via: 198.51.100.9}",
-                false,
-            ) {
+            for (rp, item) in
+                list(cx, n, &f.path("routes"), "routes such as {to: 203.0.113.0/24, via: 198.51.100.9}", false)
+            {
                 let Some(rf) = fields(cx, item, &rp, "a route", ROUTE_KEYS) else {
                     continue;
                 };
@@ -632,11 +520,7 @@ fn interfaces(cx: &mut Ctx, node: &SNode) -> Ifaces {
         }
         for (hop, hp, at) in hops {
             if iface.addresses.iter().any(|a| a.addr() == hop) {
-                cx.err(
-                    &at,
-                    &hp,
-                    format!("{hop} is this gateway's own address: the next hop must be another router"),
-                );
+                cx.err(&at, &hp, format!("{hop} is this gateway's own address: the next hop must be another router"));
             } else if !on_link(&iface, hop) {
                 let have = if iface.addresses.is_empty() {
                     "it has no addresses".to_owned()
@@ -668,11 +552,9 @@ fn interfaces(cx: &mut Ctx, node: &SNode) -> Ifaces {
                     iface.mtu = m;
                 }
                 Some(_) => cx.err(&n.referenced, &mp, "mtu must be 68-65535 (Ethernet is 1500)"),
-                None => cx.err(
-                    &n.referenced,
-                    &mp,
-                    format!("expected a whole number for mtu, found {}", n.value.kind()),
-                ),
+                None => {
+                    cx.err(&n.referenced, &mp, format!("expected a whole number for mtu, found {}", n.value.kind()))
+                }
             }
         }
         out.list.push(iface);
@@ -692,39 +574,23 @@ const MASQ_KEYS: &[&str] = &["from", "to"];
 const FWD_KEYS: &[&str] = &["on", "protocol", "port", "to"];
 
 fn nat(cx: &mut Ctx, node: Option<&SNode>, ifaces: &Ifaces) -> Nat {
-    let mut out = Nat {
-        masquerade: Vec::new(),
-        forward: Vec::new(),
-        ports: PortMode::Random,
-    };
+    let mut out = Nat { masquerade: Vec::new(), forward: Vec::new(), ports: PortMode::Random };
     let Some(node) = node else { return out };
     let Some(f) = fields(cx, node, "nat", "nat", NAT_KEYS) else {
         return out;
     };
 
     if let Some(n) = f.get("masquerade") {
-        for (mp, item) in list(
-            cx,
-            n,
-            &f.path("masquerade"),
-            "masquerade entries such as {from: inside, to: outside}",
-            false,
-        ) {
+        for (mp, item) in
+            list(cx, n, &f.path("masquerade"), "masquerade entries such as {from: inside, to: outside}", false)
+        {
             let Some(mf) = fields(cx, item, &mp, "a masquerade entry", MASQ_KEYS) else {
                 continue;
             };
             let from = mf
-                .require(
-                    cx,
-                    "from",
-                    "name the interface whose hosts are translated, e.g. from: inside",
-                )
+                .require(cx, "from", "name the interface whose hosts are translated, e.g. from: inside")
                 .and_then(|n| ifaces.resolve(cx, n, &mf.path("from"), "from"));
-            let to_node = mf.require(
-                cx,
-                "to",
-                "name the interface whose address they leave with, e.g. to: outside",
-            );
+            let to_node = mf.require(cx, "to", "name the interface whose address they leave with, e.g. to: outside");
             let to = to_node.and_then(|n| ifaces.resolve(cx, n, &mf.path("to"), "to"));
             let (Some(from), Some(to), Some(to_node)) = (from, to, to_node) else {
                 continue;
@@ -748,11 +614,7 @@ fn nat(cx: &mut Ctx, node: Option<&SNode>, ifaces: &Ifaces) -> Nat {
             }
             let m = Masquerade { from, to };
             if out.masquerade.contains(&m) {
-                cx.err(
-                    &item.referenced,
-                    &mp,
-                    "this masquerade entry repeats an earlier one: remove it",
-                );
+                cx.err(&item.referenced, &mp, "this masquerade entry repeats an earlier one: remove it");
                 continue;
             }
             out.masquerade.push(m);
@@ -771,11 +633,7 @@ fn nat(cx: &mut Ctx, node: Option<&SNode>, ifaces: &Ifaces) -> Nat {
             let Some(ff) = fields(cx, item, &fp, "a forward", FWD_KEYS) else {
                 continue;
             };
-            let on_node = ff.require(
-                cx,
-                "on",
-                "name the interface the service is published on, e.g. on: outside",
-            );
+            let on_node = ff.require(cx, "on", "name the interface the service is published on, e.g. on: outside");
             let on = on_node.and_then(|n| ifaces.resolve(cx, n, &ff.path("on"), "on"));
             let protocol = match ff.get("protocol") {
                 Some(n) => choice(cx, n, &ff.path("protocol"), "protocol", protos),
@@ -784,19 +642,9 @@ fn nat(cx: &mut Ctx, node: Option<&SNode>, ifaces: &Ifaces) -> Nat {
             let port_ = ff
                 .require(cx, "port", "give the published port, e.g. port: 21")
                 .and_then(|n| port(cx, n, &ff.path("port")));
-            let to_node = ff.require(
-                cx,
-                "to",
-                "give the inside server as ADDRESS:PORT, e.g. to: \"192.0.2.20:21\"",
-            );
+            let to_node = ff.require(cx, "to", "give the inside server as ADDRESS:PORT, e.g. to: \"192.0.2.20:21\"");
             let to = to_node.and_then(|n| {
-                with_str(
-                    cx,
-                    n,
-                    &ff.path("to"),
-                    "ADDRESS:PORT such as \"192.0.2.20:21\"",
-                    p::socket_addr,
-                )
+                with_str(cx, n, &ff.path("to"), "ADDRESS:PORT such as \"192.0.2.20:21\"", p::socket_addr)
             });
             let (Some(on), Some(protocol), Some(port), Some(to), Some(on_node)) = (on, protocol, port_, to, on_node)
             else {
@@ -831,13 +679,9 @@ fn nat(cx: &mut Ctx, node: Option<&SNode>, ifaces: &Ifaces) -> Nat {
     }
 
     if let Some(n) = f.get("ports") {
-        if let Some(m) = choice(
-            cx,
-            n,
-            &f.path("ports"),
-            "ports",
-            &[("random", PortMode::Random), ("preserve", PortMode::Preserve)],
-        ) {
+        if let Some(m) =
+            choice(cx, n, &f.path("ports"), "ports", &[("random", PortMode::Random), ("preserve", PortMode::Preserve)])
+        {
             out.ports = m;
         }
     }
@@ -909,11 +753,7 @@ fn ftp(cx: &mut Ctx, node: Option<&SNode>) -> Ftp {
     pick("privileged_data_ports", DENY_ALLOW, &mut out.privileged_data_ports);
 
     if let Some(n) = f.get("pasv_mismatch") {
-        let o = &[
-            ("fix", PasvMismatch::Fix),
-            ("deny", PasvMismatch::Deny),
-            ("allow", PasvMismatch::Allow),
-        ];
+        let o = &[("fix", PasvMismatch::Fix), ("deny", PasvMismatch::Deny), ("allow", PasvMismatch::Allow)];
         if let Some(v) = choice(cx, n, &f.path("pasv_mismatch"), "pasv_mismatch", o) {
             out.pasv_mismatch = v;
         }
@@ -947,13 +787,7 @@ fn ftp(cx: &mut Ctx, node: Option<&SNode>) -> Ftp {
         }
     }
     if let Some(n) = f.get("deny_commands") {
-        for (cp, item) in list(
-            cx,
-            n,
-            &f.path("deny_commands"),
-            "FTP commands such as [SITE, DELE]",
-            true,
-        ) {
+        for (cp, item) in list(cx, n, &f.path("deny_commands"), "FTP commands such as [SITE, DELE]", true) {
             if let Some(v) = with_str(cx, item, &cp, "an FTP command such as SITE", p::ftp_verb) {
                 if !out.deny_commands.contains(&v) {
                     out.deny_commands.push(v);
@@ -967,23 +801,10 @@ fn ftp(cx: &mut Ctx, node: Option<&SNode>) -> Ftp {
 // ------------------------------------------------------------------ policy
 
 const POLICY_KEYS: &[&str] = &["default", "rules", "pickup"];
-const RULE_KEYS: &[&str] = &[
-    "name",
-    "action",
-    "from",
-    "to",
-    "source",
-    "destination",
-    "protocol",
-    "ports",
-];
+const RULE_KEYS: &[&str] = &["name", "action", "from", "to", "source", "destination", "protocol", "ports"];
 
 fn policy(cx: &mut Ctx, node: Option<&SNode>, ifaces: &Ifaces) -> Policy {
-    let mut out = Policy {
-        default: Action::Deny,
-        rules: Vec::new(),
-        pickup: false,
-    };
+    let mut out = Policy { default: Action::Deny, rules: Vec::new(), pickup: false };
     let Some(node) = node else { return out };
     let Some(f) = fields(cx, node, "policy", "policy", POLICY_KEYS) else {
         return out;
@@ -999,12 +820,8 @@ fn policy(cx: &mut Ctx, node: Option<&SNode>, ifaces: &Ifaces) -> Policy {
         }
     }
     let Some(n) = f.get("rules") else { return out };
-    let protos: &[(&str, Protocol)] = &[
-        ("tcp", Protocol::Tcp),
-        ("udp", Protocol::Udp),
-        ("icmp", Protocol::Icmp),
-        ("any", Protocol::Any),
-    ];
+    let protos: &[(&str, Protocol)] =
+        &[("tcp", Protocol::Tcp), ("udp", Protocol::Udp), ("icmp", Protocol::Icmp), ("any", Protocol::Any)];
     let mut names: HashMap<String, String> = HashMap::new();
 
     for (i, (rp, item)) in list(cx, n, &f.path("rules"), "rules", false).into_iter().enumerate() {
@@ -1028,22 +845,10 @@ fn policy(cx: &mut Ctx, node: Option<&SNode>, ifaces: &Ifaces) -> Policy {
             .require(cx, "action", "every rule needs action: allow or action: deny")
             .and_then(|n| choice(cx, n, &rf.path("action"), "action", ALLOW_DENY))
             .unwrap_or(Action::Deny);
-        let from = rf
-            .get("from")
-            .and_then(|n| ifaces.resolve_or_any(cx, n, &rf.path("from"), "from"))
-            .flatten();
-        let to = rf
-            .get("to")
-            .and_then(|n| ifaces.resolve_or_any(cx, n, &rf.path("to"), "to"))
-            .flatten();
-        let source = rf
-            .get("source")
-            .map(|n| networks(cx, n, &rf.path("source")))
-            .unwrap_or_default();
-        let destination = rf
-            .get("destination")
-            .map(|n| networks(cx, n, &rf.path("destination")))
-            .unwrap_or_default();
+        let from = rf.get("from").and_then(|n| ifaces.resolve_or_any(cx, n, &rf.path("from"), "from")).flatten();
+        let to = rf.get("to").and_then(|n| ifaces.resolve_or_any(cx, n, &rf.path("to"), "to")).flatten();
+        let source = rf.get("source").map(|n| networks(cx, n, &rf.path("source"))).unwrap_or_default();
+        let destination = rf.get("destination").map(|n| networks(cx, n, &rf.path("destination"))).unwrap_or_default();
         let protocol = rf
             .get("protocol")
             .and_then(|n| choice(cx, n, &rf.path("protocol"), "protocol", protos))
@@ -1052,11 +857,7 @@ fn policy(cx: &mut Ctx, node: Option<&SNode>, ifaces: &Ifaces) -> Policy {
         if let Some(pn) = rf.get("ports") {
             let pp = rf.path("ports");
             if matches!(&pn.value, Node::Seq(v) if v.is_empty()) {
-                cx.err(
-                    &pn.referenced,
-                    &pp,
-                    "an empty list would match nothing: leave ports out to match every port",
-                );
+                cx.err(&pn.referenced, &pp, "an empty list would match nothing: leave ports out to match every port");
             }
             for (ip, it) in list(cx, pn, &pp, "ports such as [21, \"8000-8100\"]", true) {
                 if let Some(r) = port_range(cx, it, &ip) {
@@ -1071,16 +872,7 @@ fn policy(cx: &mut Ctx, node: Option<&SNode>, ifaces: &Ifaces) -> Policy {
                 );
             }
         }
-        out.rules.push(Rule {
-            name,
-            action,
-            from,
-            to,
-            source,
-            destination,
-            protocol,
-            ports,
-        });
+        out.rules.push(Rule { name, action, from, to, source, destination, protocol, ports });
     }
     out
 }
@@ -1091,10 +883,7 @@ const LIMIT_KEYS: &[&str] = &["max_connections", "max_connections_per_source"];
 const TIMEOUT_KEYS: &[&str] = &["tcp_established", "tcp_transitory", "udp", "icmp"];
 
 pub(crate) fn limits_defaults() -> Limits {
-    Limits {
-        max_connections: 1_000_000,
-        max_connections_per_source: 20_000,
-    }
+    Limits { max_connections: 1_000_000, max_connections_per_source: 20_000 }
 }
 
 pub(crate) fn timeouts_defaults() -> Timeouts {
@@ -1122,13 +911,7 @@ fn limits(cx: &mut Ctx, node: Option<&SNode>) -> Limits {
         }
     }
     if let Some(n) = f.get("max_connections_per_source") {
-        if let Some(v) = count(
-            cx,
-            n,
-            &f.path("max_connections_per_source"),
-            "max_connections_per_source",
-            hint,
-        ) {
+        if let Some(v) = count(cx, n, &f.path("max_connections_per_source"), "max_connections_per_source", hint) {
             out.max_connections_per_source = v;
         }
     }
@@ -1219,7 +1002,11 @@ fn datapath(cx: &mut Ctx, node: &SNode) -> Datapath {
             let hint = "at least one worker runs the packet path; leave 'workers' out for 1";
             if let Some(v) = count(cx, n, &f.path("workers"), "workers", hint) {
                 if v > MAX_WORKERS {
-                    cx.err(&n.referenced, &f.path("workers"), format!("{v} workers: at most {MAX_WORKERS} (one per core is the useful most)"));
+                    cx.err(
+                        &n.referenced,
+                        &f.path("workers"),
+                        format!("{v} workers: at most {MAX_WORKERS} (one per core is the useful most)"),
+                    );
                 } else {
                     out.workers = v as u16;
                 }
@@ -1259,8 +1046,8 @@ pub(crate) fn admin_listen(text: &str) -> Result<AdminListen, String> {
             "{a} is not a loopback address: the admin endpoint has no authentication, so it listens on \
              127.0.0.1, [::1] or a Unix socket (put a reverse proxy in front to expose it)"
         )),
-        Err(_) => Err(format!(
-            "'{text}' is not a listen address: write unix:/PATH, 127.0.0.1:PORT, \"[::1]:PORT\" or off"
-        )),
+        Err(_) => {
+            Err(format!("'{text}' is not a listen address: write unix:/PATH, 127.0.0.1:PORT, \"[::1]:PORT\" or off"))
+        }
     }
 }

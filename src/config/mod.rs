@@ -278,10 +278,7 @@ impl Config {
     /// The interface whose `device` is `dev`, or failing that whose name is
     /// `dev`: how replay matches pcapng interface blocks (see CONTRACT.md).
     pub fn interface_for_device(&self, dev: &str) -> Option<IfIndex> {
-        self.interfaces
-            .iter()
-            .position(|i| i.device.as_deref() == Some(dev))
-            .or_else(|| self.interface_index(dev))
+        self.interfaces.iter().position(|i| i.device.as_deref() == Some(dev)).or_else(|| self.interface_index(dev))
     }
 }
 
@@ -339,15 +336,8 @@ pub fn load(path: &Path) -> Result<Config, Vec<ConfigError>> {
 /// As `load`, with the `admin:` and `log:` sections (extension) for `run`.
 pub fn load_with_operations(path: &Path) -> Result<(Config, Operations), Vec<ConfigError>> {
     let file = path.display().to_string();
-    let unreadable = |message: String| {
-        vec![ConfigError {
-            file: file.clone(),
-            line: 1,
-            column: 1,
-            message,
-            path: String::new(),
-        }]
-    };
+    let unreadable =
+        |message: String| vec![ConfigError { file: file.clone(), line: 1, column: 1, message, path: String::new() }];
     // A configuration is a few kilobytes; refuse to pull a huge file into memory.
     const MAX_BYTES: u64 = 16 << 20;
     let mut bytes = Vec::new();
@@ -358,10 +348,7 @@ pub fn load_with_operations(path: &Path) -> Result<(Config, Operations), Vec<Con
         return Err(unreadable("the file is larger than 16 MiB: this is not a configuration".into()));
     }
     let text = String::from_utf8(bytes).map_err(|e| {
-        unreadable(format!(
-            "the file is not UTF-8 text (bad byte at offset {})",
-            e.utf8_error().valid_up_to()
-        ))
+        unreadable(format!("the file is not UTF-8 text (bad byte at offset {})", e.utf8_error().valid_up_to()))
     })?;
     from_str_with_operations(&text, &file)
 }

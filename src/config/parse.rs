@@ -19,33 +19,21 @@ pub fn duration(text: &str) -> Result<Duration, String> {
     let (num, unit) = t.split_at(digits);
     let unit = unit.trim_start();
     if unit.starts_with('.') {
-        return Err(format!(
-            "'{text}' is not a whole number: use a smaller unit, e.g. 1500ms rather than 1.5s"
-        ));
+        return Err(format!("'{text}' is not a whole number: use a smaller unit, e.g. 1500ms rather than 1.5s"));
     }
     if num.is_empty() {
-        return Err(format!(
-            "'{text}' is not a duration: write a whole number and a unit (ms, s, m, h, d), e.g. 30s"
-        ));
+        return Err(format!("'{text}' is not a duration: write a whole number and a unit (ms, s, m, h, d), e.g. 30s"));
     }
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("'{text}' is too large for a duration"))?;
+    let n: u64 = num.parse().map_err(|_| format!("'{text}' is too large for a duration"))?;
     let millis_per_unit: u64 = match unit {
         "ms" => 1,
         "" | "s" => 1_000,
         "m" => 60_000,
         "h" => 3_600_000,
         "d" => 86_400_000,
-        _ => {
-            return Err(format!(
-                "'{text}' has an unknown unit '{unit}': use ms, s, m, h or d (e.g. 30s, 5d, 1500ms)"
-            ))
-        }
+        _ => return Err(format!("'{text}' has an unknown unit '{unit}': use ms, s, m, h or d (e.g. 30s, 5d, 1500ms)")),
     };
-    let ms = n
-        .checked_mul(millis_per_unit)
-        .ok_or_else(|| format!("'{text}' is too large for a duration"))?;
+    let ms = n.checked_mul(millis_per_unit).ok_or_else(|| format!("'{text}' is too large for a duration"))?;
     if ms == 0 {
         return Err(format!("'{text}' is zero: a timeout must be longer than zero"));
     }
@@ -58,9 +46,7 @@ pub fn duration_secs(n: i128) -> Result<Duration, String> {
         return Err(format!("{n} is not a positive number of seconds: write e.g. 30s"));
     }
     let secs = u64::try_from(n).map_err(|_| format!("{n} seconds is too large for a duration"))?;
-    secs.checked_mul(1_000)
-        .map(Duration::from_millis)
-        .ok_or_else(|| format!("{n} seconds is too large for a duration"))
+    secs.checked_mul(1_000).map(Duration::from_millis).ok_or_else(|| format!("{n} seconds is too large for a duration"))
 }
 
 /// A port number 1..=65535. Port 0 is not a port anyone can connect to.
@@ -90,9 +76,7 @@ pub fn port_range(text: &str) -> Result<(u16, u16), String> {
         Some((a, b)) => {
             let (lo, hi) = (port_text(a)?, port_text(b)?);
             if lo > hi {
-                return Err(format!(
-                    "port range '{text}' is reversed: write the lower port first, {hi}-{lo}"
-                ));
+                return Err(format!("port range '{text}' is reversed: write the lower port first, {hi}-{lo}"));
             }
             Ok((lo, hi))
         }
@@ -164,9 +148,7 @@ pub fn interface_address(text: &str) -> Result<IpNet, String> {
         ));
     }
     if n.addr().is_unspecified() || n.addr().is_multicast() {
-        return Err(format!(
-            "'{text}' cannot be an interface address: use a unicast address"
-        ));
+        return Err(format!("'{text}' cannot be an interface address: use a unicast address"));
     }
     Ok(n)
 }
@@ -212,9 +194,7 @@ pub fn mac(text: &str) -> Result<[u8; 6], String> {
         return Err(bad());
     }
     if out[0] & 1 == 1 {
-        return Err(format!(
-            "'{text}' is a multicast MAC: an interface needs a unicast one (first byte even)"
-        ));
+        return Err(format!("'{text}' is a multicast MAC: an interface needs a unicast one (first byte even)"));
     }
     if out == [0; 6] {
         return Err(format!(
@@ -235,9 +215,7 @@ pub fn device_name(text: &str) -> Result<(), String> {
         return Err(format!("device name '{text}' is longer than Linux allows (15 bytes)"));
     }
     if text == "." || text == ".." || text.chars().any(|c| c == '/' || c == ':' || c.is_whitespace()) {
-        return Err(format!(
-            "'{text}' is not a Linux interface name (no '/', ':' or spaces)"
-        ));
+        return Err(format!("'{text}' is not a Linux interface name (no '/', ':' or spaces)"));
     }
     Ok(())
 }
@@ -251,10 +229,7 @@ pub fn name(text: &str) -> Result<(), String> {
     if text.len() > 64 {
         return Err(format!("'{text}' is longer than 64 characters"));
     }
-    if !text
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-    {
+    if !text.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')) {
         return Err(format!("'{text}' may contain only letters, digits, '-', '_' and '.'"));
     }
     Ok(())
@@ -265,9 +240,7 @@ pub fn name(text: &str) -> Result<(), String> {
 pub fn ftp_verb(text: &str) -> Result<String, String> {
     let t = text.trim();
     if !(3..=4).contains(&t.len()) || !t.bytes().all(|b| b.is_ascii_alphabetic()) {
-        return Err(format!(
-            "'{text}' is not an FTP command: write the 3 or 4 letter verb alone, e.g. SITE or DELE"
-        ));
+        return Err(format!("'{text}' is not an FTP command: write the 3 or 4 letter verb alone, e.g. SITE or DELE"));
     }
     Ok(t.to_ascii_uppercase())
 }
@@ -335,9 +308,7 @@ mod tests {
         assert_eq!(port_range("8000-8100"), Ok((8000, 8100)));
         assert_eq!(port_range(" 8000 - 8100 "), Ok((8000, 8100)));
         assert_eq!(port_range("5-5"), Ok((5, 5)));
-        assert!(port_range("8100-8000")
-            .unwrap_err()
-            .contains("reversed: write the lower port first, 8000-8100"));
+        assert!(port_range("8100-8000").unwrap_err().contains("reversed: write the lower port first, 8000-8100"));
         assert!(port_range("0-10").unwrap_err().contains("port 0"));
         assert!(port_range("1-65536").unwrap_err().contains("out of range"));
         assert!(port_range("1-99999999999").unwrap_err().contains("out of range"));
@@ -353,28 +324,17 @@ mod tests {
         assert_eq!(network("192.0.2.7"), Ok("192.0.2.7/32".parse().unwrap()));
         assert_eq!(network("2001:db8::1"), Ok("2001:db8::1/128".parse().unwrap()));
         assert_eq!(network("::/0"), Ok("::/0".parse().unwrap()));
-        assert!(network("192.0.2.1/24")
-            .unwrap_err()
-            .contains("write the network 192.0.2.0/24"));
-        assert!(network("192.0.2.0/33")
-            .unwrap_err()
-            .contains("prefix length '33' must be 0-32"));
+        assert!(network("192.0.2.1/24").unwrap_err().contains("write the network 192.0.2.0/24"));
+        assert!(network("192.0.2.0/33").unwrap_err().contains("prefix length '33' must be 0-32"));
         assert!(network("2001:db8::/129").unwrap_err().contains("0-128"));
         assert!(network("192.0.2.256/24").unwrap_err().contains("'192.0.2.256' is not"));
         assert!(network("inside").is_err());
         assert_eq!(interface_address("192.0.2.1/24"), Ok("192.0.2.1/24".parse().unwrap()));
-        assert_eq!(
-            interface_address("198.51.100.1"),
-            Ok("198.51.100.1/32".parse().unwrap())
-        );
+        assert_eq!(interface_address("198.51.100.1"), Ok("198.51.100.1/32".parse().unwrap()));
         assert_eq!(interface_address("192.0.2.0/31"), Ok("192.0.2.0/31".parse().unwrap()));
-        assert!(interface_address("192.0.2.0/24")
-            .unwrap_err()
-            .contains("write e.g. 192.0.2.1/24"));
+        assert!(interface_address("192.0.2.0/24").unwrap_err().contains("write e.g. 192.0.2.1/24"));
         assert!(interface_address("192.0.2.255/24").unwrap_err().contains("broadcast"));
-        assert!(interface_address("2001:db8:1::/64")
-            .unwrap_err()
-            .contains("network address"));
+        assert!(interface_address("2001:db8:1::/64").unwrap_err().contains("network address"));
         assert!(interface_address("0.0.0.0/0").is_err());
         assert!(interface_address("224.0.0.1/4").is_err());
         assert_eq!(ip("2001:db8::1"), Ok("2001:db8::1".parse().unwrap()));
@@ -385,10 +345,7 @@ mod tests {
     #[test]
     fn socket_addrs() {
         assert_eq!(socket_addr("192.0.2.20:21"), Ok("192.0.2.20:21".parse().unwrap()));
-        assert_eq!(
-            socket_addr("[2001:db8:1::20]:21"),
-            Ok("[2001:db8:1::20]:21".parse().unwrap())
-        );
+        assert_eq!(socket_addr("[2001:db8:1::20]:21"), Ok("[2001:db8:1::20]:21".parse().unwrap()));
         assert!(socket_addr("192.0.2.20").unwrap_err().contains("has no port"));
         assert!(socket_addr("2001:db8:1::20").unwrap_err().contains("has no port"));
         assert!(socket_addr("192.0.2.20:0").unwrap_err().contains("port 0"));

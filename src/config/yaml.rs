@@ -129,11 +129,7 @@ pub(crate) fn parse(text: &str) -> Result<SNode, SyntaxError> {
     };
     serde_saphyr::from_str_with_options::<SNode>(text, options).map_err(|e| {
         let (line, column) = e.location().as_ref().map(line_col).unwrap_or((1, 1));
-        SyntaxError {
-            line,
-            column,
-            message: message(&e),
-        }
+        SyntaxError { line, column, message: message(&e) }
     })
 }
 

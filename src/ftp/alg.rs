@@ -319,7 +319,11 @@ impl Scratch {
     const KEEP: usize = 4096;
 
     fn keep(v: Vec<u8>) -> Vec<u8> {
-        if v.capacity() > Self::KEEP { Vec::new() } else { v }
+        if v.capacity() > Self::KEEP {
+            Vec::new()
+        } else {
+            v
+        }
     }
 }
 
@@ -505,7 +509,10 @@ impl FtpSession {
             if self.skip_capture_loss(cx, dir, seg.seq) {
                 return self.on_segment(cx, dir, seg);
             }
-            let detail = format!("out-of-order segment ({} bytes ahead) on an FTP control connection; the sender will retransmit it", a - next);
+            let detail = format!(
+                "out-of-order segment ({} bytes ahead) on an FTP control connection; the sender will retransmit it",
+                a - next
+            );
             return (SegVerdict::Drop(DropReason::Invalid, detail), edit);
         }
 
@@ -657,7 +664,8 @@ impl FtpSession {
                     || cfg.deny_commands.iter().any(|v| prefix_of(seen, v))
             }
             Dir::Reply => {
-                let answering = matches!(self.pending.front(), Some(Pending::Refused(_) | Pending::Pasv | Pending::Epsv));
+                let answering =
+                    matches!(self.pending.front(), Some(Pending::Refused(_) | Pending::Pasv | Pending::Epsv));
                 if answering && half.multiline.is_some() {
                     // Hold the whole reply: a refusal must be able to replace all of it.
                     if let Some(&(first, _)) = half.ml_lines.first() {
@@ -1011,7 +1019,9 @@ impl FtpSession {
             let mut new = Vec::with_capacity(line.len() + 16);
             new.extend_from_slice(&line[..range.start]);
             match address {
-                IpAddr::V4(v4) if named.is_some() => parse::write_port_args(&mut new, SocketAddrV4::new(v4, public_port)),
+                IpAddr::V4(v4) if named.is_some() => {
+                    parse::write_port_args(&mut new, SocketAddrV4::new(v4, public_port))
+                }
                 _ => new.extend_from_slice(public_port.to_string().as_bytes()),
             }
             new.extend_from_slice(&line[range.end..]);
@@ -1064,7 +1074,9 @@ impl FtpSession {
         };
         // Another worker may have taken the key since the check above: theirs stands.
         match cx.pinholes.entry(key) {
-            dashmap::mapref::entry::Entry::Occupied(mut e) if e.get().control == self.control && e.get().worker == cx.worker => {
+            dashmap::mapref::entry::Entry::Occupied(mut e)
+                if e.get().control == self.control && e.get().worker == cx.worker =>
+            {
                 e.insert(pin);
             }
             dashmap::mapref::entry::Entry::Occupied(_) => return false,
@@ -1087,7 +1099,9 @@ impl FtpSession {
     /// Close one of this session's pinholes (`expire_event`: log it as expired).
     pub fn close_pinhole(&mut self, cx: &mut Ctx<'_>, key: PinholeKey, expire_event: bool) {
         self.pinholes.retain(|k| *k != key);
-        if cx.pinholes.remove_if(&key, |_, p| p.control == self.control && p.worker == cx.worker).is_some() && expire_event {
+        if cx.pinholes.remove_if(&key, |_, p| p.control == self.control && p.worker == cx.worker).is_some()
+            && expire_event
+        {
             cx.events.push(EventKind::PinholeExpire { session: self.session, address: key.0, port: key.1 });
         }
     }
@@ -1113,7 +1127,14 @@ impl FtpSession {
 
     /// Replace a command by NOOP so the server never runs it, and turn the
     /// reply to that NOOP into `why` for the client.
-    fn refuse(&mut self, cx: &mut Ctx<'_>, start: u64, old_len: usize, reason: DropReason, why: String) -> Option<SegVerdict> {
+    fn refuse(
+        &mut self,
+        cx: &mut Ctx<'_>,
+        start: u64,
+        old_len: usize,
+        reason: DropReason,
+        why: String,
+    ) -> Option<SegVerdict> {
         cx.events.push(drop_event(self.session, reason, why.clone()));
         let code = match reason {
             DropReason::CommandDenied => 550,
@@ -1240,7 +1261,9 @@ fn disguised_verb(line: &[u8], denied: &[String]) -> Option<String> {
         return None;
     }
     let verb = word.to_ascii_uppercase();
-    let plain = line.len() >= end && line[..end].eq_ignore_ascii_case(verb.as_bytes()) && matches!(line.get(end), None | Some(b' '));
+    let plain = line.len() >= end
+        && line[..end].eq_ignore_ascii_case(verb.as_bytes())
+        && matches!(line.get(end), None | Some(b' '));
     (!plain).then_some(verb)
 }
 
@@ -1359,7 +1382,17 @@ mod tests {
     #[test]
     fn disguised_verbs() {
         let denied = ["DELE".to_string()];
-        for plain in [&b"PORT 1,2,3,4,5,6"[..], b"port 1,2", b"PASV", b"USER x", b" USER x", b"dele x", b"PO\x80RT 1", b"PASV  ", b""] {
+        for plain in [
+            &b"PORT 1,2,3,4,5,6"[..],
+            b"port 1,2",
+            b"PASV",
+            b"USER x",
+            b" USER x",
+            b"dele x",
+            b"PO\x80RT 1",
+            b"PASV  ",
+            b"",
+        ] {
             assert_eq!(disguised_verb(plain, &denied), None, "{:?}", String::from_utf8_lossy(plain));
         }
         for (line, verb) in [
@@ -1460,7 +1493,8 @@ mod tests {
         // Each round: commands one per segment and two in one segment, a
         // command and a reply cut across segments, replies to all.
         let client: [&[u8]; 4] = [b"CWD /pub\r\n", b"TYPE I\r\nPWD\r\n", b"SIZE read", b"me.txt\r\n"];
-        let server: [&[u8]; 4] = [b"250 Directory changed\r\n", b"200 Type set to I\r\n257 \"/pub\"\r\n", b"213 1", b"234\r\n"];
+        let server: [&[u8]; 4] =
+            [b"250 Directory changed\r\n", b"200 Type set to I\r\n257 \"/pub\"\r\n", b"213 1", b"234\r\n"];
         let lines_per_round = 8;
         let mut round = |ftp: &mut FtpSession, events: &mut Vec<EventKind>| {
             for (dir, payloads) in [(Dir::Orig, client), (Dir::Reply, server)] {

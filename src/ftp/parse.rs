@@ -59,7 +59,10 @@ pub enum Command<'a> {
     Auth(&'a [u8]),
     /// Anything else: the verb (as in the line) and the argument after the
     /// separating space(s).
-    Other { verb: &'a [u8], arg: &'a [u8] },
+    Other {
+        verb: &'a [u8],
+        arg: &'a [u8],
+    },
 }
 
 /// The verb and the argument. Several separating spaces are tolerated (see the
@@ -161,14 +164,9 @@ fn parse_eprt(arg: &[u8]) -> Result<SocketAddr, ParseError> {
     // means the delimiter occurs inside a field (or junk follows), and then
     // different splits are possible.
     let mut parts = arg.split(|&b| b == d);
-    let (Some(lead), Some(af), Some(addr), Some(port), Some(tail), None) = (
-        parts.next(),
-        parts.next(),
-        parts.next(),
-        parts.next(),
-        parts.next(),
-        parts.next(),
-    ) else {
+    let (Some(lead), Some(af), Some(addr), Some(port), Some(tail), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next(), parts.next(), parts.next())
+    else {
         return Err(Malformed("EPRT: not <d>af<d>address<d>port<d>"));
     };
     if !lead.is_empty() || !tail.is_empty() {
@@ -403,9 +401,7 @@ mod tests {
         // Malformed ones from the same captures.
         assert_eq!(port_of("PORT 114,115"), Err(Malformed("PORT: fewer than six numbers")));
         assert!(is_malformed(port_of("PORT 1234")));
-        assert!(is_malformed(port_of(
-            "PORT 1234123412341234123412341234123412341234123412341234123412341234"
-        )));
+        assert!(is_malformed(port_of("PORT 1234123412341234123412341234123412341234123412341234123412341234")));
     }
 
     #[test]
@@ -418,30 +414,30 @@ mod tests {
         assert_eq!(port_of("PORT 0,0,0,0,0,1"), Ok(v4([0, 0, 0, 0], 1)));
         assert_eq!(port_of("PORT 255,255,255,255,255,255"), Ok(v4([255; 4], 65535)));
         for bad in [
-            "PORT 10,0,0,1,256,21",    // no modulo 256
-            "PORT 10,0,0,1,4,256",     // port low byte
-            "PORT 256,0,0,1,4,1",      // octet
-            "PORT 999,0,0,1,4,1",      // octet
-            "PORT 10,0,0,1,0,0",       // port 0
-            "PORT 10,0,,1,4,1",        // empty field
-            "PORT ,10,0,0,1,4,1",      // empty first field
-            "PORT 10,0,0,1,4,1,",      // trailing comma
-            "PORT 10,0,0,1,4,1,7",     // 7 fields
-            "PORT 10,0,0,1,4",         // 5 fields
-            "PORT 10,0,0,-1,4,1",      // negative
-            "PORT 10,0,0,+1,4,1",      // sign
-            "PORT 0010,0,0,1,4,1",     // 4 digits even if the value is small
+            "PORT 10,0,0,1,256,21", // no modulo 256
+            "PORT 10,0,0,1,4,256",  // port low byte
+            "PORT 256,0,0,1,4,1",   // octet
+            "PORT 999,0,0,1,4,1",   // octet
+            "PORT 10,0,0,1,0,0",    // port 0
+            "PORT 10,0,,1,4,1",     // empty field
+            "PORT ,10,0,0,1,4,1",   // empty first field
+            "PORT 10,0,0,1,4,1,",   // trailing comma
+            "PORT 10,0,0,1,4,1,7",  // 7 fields
+            "PORT 10,0,0,1,4",      // 5 fields
+            "PORT 10,0,0,-1,4,1",   // negative
+            "PORT 10,0,0,+1,4,1",   // sign
+            "PORT 0010,0,0,1,4,1",  // 4 digits even if the value is small
             "PORT 99999999999999999999,0,0,1,4,1",
-            "PORT 10, 0, 0, 1, 4, 1",  // spaces after commas
-            "PORT 10 ,0,0,1,4,1",      // space before a comma
-            "PORT 10,0,0,1,4,1 ",      // trailing space
-            "PORT 10,0,0,1,4,1\r",     // stray CR
-            "PORT 10,0,0,1,4,1 junk",  // trailing text
-            "PORT (10,0,0,1,4,1)",     // parentheses belong to 227, not PORT
-            "PORT 0x0a,0,0,1,4,1",     // hex
-            "PORT 10.0.0.1,4,1",       // dots
-            "PORT",                    // no argument
-            "PORT ",                   // no argument
+            "PORT 10, 0, 0, 1, 4, 1", // spaces after commas
+            "PORT 10 ,0,0,1,4,1",     // space before a comma
+            "PORT 10,0,0,1,4,1 ",     // trailing space
+            "PORT 10,0,0,1,4,1\r",    // stray CR
+            "PORT 10,0,0,1,4,1 junk", // trailing text
+            "PORT (10,0,0,1,4,1)",    // parentheses belong to 227, not PORT
+            "PORT 0x0a,0,0,1,4,1",    // hex
+            "PORT 10.0.0.1,4,1",      // dots
+            "PORT",                   // no argument
+            "PORT ",                  // no argument
         ] {
             assert!(is_malformed(port_of(bad)), "{bad:?} accepted");
         }
@@ -469,10 +465,7 @@ mod tests {
             ("EPRT |2|::ffff:1.2.3.4|21|", "[::ffff:1.2.3.4]:21"),
             ("EPRT |2|::1.2.3.4|21|", "[::102:304]:21"),
             ("EPRT |2|::|21|", "[::]:21"),
-            (
-                "EPRT |2|2001:0db8:0002:0000:0000:0000:0000:0001|40000|",
-                "[2001:db8:2::1]:40000",
-            ),
+            ("EPRT |2|2001:0db8:0002:0000:0000:0000:0000:0001|40000|", "[2001:db8:2::1]:40000"),
             // Any delimiter in 33..=126 as long as it occurs exactly four
             // times, even a digit: the split is still unique.
             ("EPRT 31310.0.0.1353", "10.0.0.1:5"),
@@ -482,34 +475,34 @@ mod tests {
             assert_eq!(eprt_of(line), Ok(want.parse().unwrap()), "{line}");
         }
         for bad in [
-            "EPRT |1|132.235.1.2|0|",        // port 0
-            "EPRT |1|132.235.1.2|65536|",    // port too big
-            "EPRT |1|132.235.1.2|999999|",   // too many digits
-            "EPRT |1|132.235.1.2||",         // empty port
-            "EPRT |1|132.235.1.2|-1|",       // negative
-            "EPRT |1|132.235.1.2|21",        // missing final delimiter
-            "EPRT |1|132.235.1.2|21|x",      // trailing junk
-            "EPRT |1|132.235.1.2|21||",      // extra delimiter
-            "EPRT |1|132.235.1.2|21| ",      // trailing space
-            "EPRT |1|132.235.1.2:21|",       // 3 delimiters
-            "EPRT |3|132.235.1.2|21|",       // unknown af
-            "EPRT |01|132.235.1.2|21|",      // af with leading zero
-            "EPRT ||132.235.1.2|21|",        // empty af
-            "EPRT |1|::1|21|",               // af/address mismatch
-            "EPRT |2|132.235.1.2|21|",       // af/address mismatch
-            "EPRT |1|132.235.1.256|21|",     // octet
-            "EPRT |1|010.0.0.1|21|",         // octal ambiguity in inet_aton
-            "EPRT |1|10.1|21|",              // inet_aton short form
-            "EPRT |1||21|",                  // empty address
-            "EPRT |2|fe80::1%eth0|21|",      // zone id
-            "EPRT |2|[::1]|21|",             // brackets
-            "EPRT |2|1::2::3|21|",           // two ::
-            "EPRT |2|::ffff:1.2.3|21|",      // short embedded IPv4
-            "EPRT  1 10.0.0.1 21 ",          // spaces are skipped, then "1" is the delimiter
+            "EPRT |1|132.235.1.2|0|",           // port 0
+            "EPRT |1|132.235.1.2|65536|",       // port too big
+            "EPRT |1|132.235.1.2|999999|",      // too many digits
+            "EPRT |1|132.235.1.2||",            // empty port
+            "EPRT |1|132.235.1.2|-1|",          // negative
+            "EPRT |1|132.235.1.2|21",           // missing final delimiter
+            "EPRT |1|132.235.1.2|21|x",         // trailing junk
+            "EPRT |1|132.235.1.2|21||",         // extra delimiter
+            "EPRT |1|132.235.1.2|21| ",         // trailing space
+            "EPRT |1|132.235.1.2:21|",          // 3 delimiters
+            "EPRT |3|132.235.1.2|21|",          // unknown af
+            "EPRT |01|132.235.1.2|21|",         // af with leading zero
+            "EPRT ||132.235.1.2|21|",           // empty af
+            "EPRT |1|::1|21|",                  // af/address mismatch
+            "EPRT |2|132.235.1.2|21|",          // af/address mismatch
+            "EPRT |1|132.235.1.256|21|",        // octet
+            "EPRT |1|010.0.0.1|21|",            // octal ambiguity in inet_aton
+            "EPRT |1|10.1|21|",                 // inet_aton short form
+            "EPRT |1||21|",                     // empty address
+            "EPRT |2|fe80::1%eth0|21|",         // zone id
+            "EPRT |2|[::1]|21|",                // brackets
+            "EPRT |2|1::2::3|21|",              // two ::
+            "EPRT |2|::ffff:1.2.3|21|",         // short embedded IPv4
+            "EPRT  1 10.0.0.1 21 ",             // spaces are skipped, then "1" is the delimiter
             "EPRT \x7f1\x7f10.0.0.1\x7f21\x7f", // DEL is not a delimiter
             "EPRT \u{e9}1\u{e9}10.0.0.1\u{e9}21\u{e9}",
-            "EPRT 1111.2.3.41211",           // delimiter inside fields
-            "EPRT .1.10.0.0.1.21.",          // delimiter inside the address
+            "EPRT 1111.2.3.41211",  // delimiter inside fields
+            "EPRT .1.10.0.0.1.21.", // delimiter inside the address
             "EPRT",
             "EPRT |",
         ] {
@@ -537,10 +530,7 @@ mod tests {
         assert_eq!(parse_command(b"auth tls-c"), Ok(Command::Auth(b"tls-c")));
         assert_eq!(parse_command(b"AUTH GSSAPI"), Ok(Command::Auth(b"GSSAPI")));
         assert_eq!(parse_command(b"AUTH"), Ok(Command::Auth(b"")));
-        assert_eq!(
-            parse_command(b"RETR  some file.txt"),
-            Ok(Command::Other { verb: b"RETR", arg: b"some file.txt" })
-        );
+        assert_eq!(parse_command(b"RETR  some file.txt"), Ok(Command::Other { verb: b"RETR", arg: b"some file.txt" }));
         assert_eq!(parse_command(b"QUIT"), Ok(Command::Other { verb: b"QUIT", arg: b"" }));
         assert_eq!(parse_command(b""), Ok(Command::Other { verb: b"", arg: b"" }));
         let long = [b'T'; 132];
@@ -564,9 +554,9 @@ mod tests {
         assert_eq!(parse_reply_line(b"100 x").unwrap().code, 100);
         assert_eq!(parse_reply_line(b"599 x").unwrap().code, 599);
         for bad in [
-            &b"99 PASV invalid"[..],   // 2-digit code (zeek ftp/ftp-invalid-reply-code)
-            b"SYST not supported",     // no code
-            b"230_no_space",           // wrong separator
+            &b"99 PASV invalid"[..], // 2-digit code (zeek ftp/ftp-invalid-reply-code)
+            b"SYST not supported",   // no code
+            b"230_no_space",         // wrong separator
             b"2300 x",
             b"600 x",
             b"000 x",
@@ -617,10 +607,7 @@ mod tests {
         assert_eq!(pasv("=10,0,0,1,4,1"), Ok((v4([10, 0, 0, 1], 1025), 1..13)));
         assert_eq!(pasv("10,0,0,1,4,1"), Ok((v4([10, 0, 0, 1], 1025), 0..12)));
         assert_eq!(pasv("Entering Passive Mode. 10,0,0,1,4,1"), Ok((v4([10, 0, 0, 1], 1025), 23..35)));
-        assert_eq!(
-            pasv("Mode v2, 7,8 (10,0,0,1,4,1) 2024"),
-            Ok((v4([10, 0, 0, 1], 1025), 14..26))
-        );
+        assert_eq!(pasv("Mode v2, 7,8 (10,0,0,1,4,1) 2024"), Ok((v4([10, 0, 0, 1], 1025), 14..26)));
         assert_eq!(pasv("(010,000,000,001,004,001)"), Ok((v4([10, 0, 0, 1], 1025), 1..24)));
         // The first group decides; a bad first group is not skipped.
         for bad in [
@@ -672,8 +659,8 @@ mod tests {
             b"(||!21|)",
             b"(|||-21|)",
             b"(|||2 1|)",
-            b"(   21 )",         // space is not a delimiter
-            b"(1112341)",        // digit delimiter
+            b"(   21 )",  // space is not a delimiter
+            b"(1112341)", // digit delimiter
             b"(\x7f\x7f\x7f21\x7f)",
             b"Entering Extended Passive Mode",
             b"|||21|",

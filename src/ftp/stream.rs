@@ -54,11 +54,15 @@ pub struct Line {
 pub enum StreamEvent {
     Line(Line),
     /// A line exceeded the limit; the stream resynchronises at the next LF.
-    Overlong { start: u64 },
+    Overlong {
+        start: u64,
+    },
     /// Bytes were lost (a gap that the window could not hold, or capture loss);
     /// parsing resumes after the next LF. `at` is the offset of the first
     /// lost byte.
-    Gap { at: u64 },
+    Gap {
+        at: u64,
+    },
 }
 
 /// Where the line machine puts what it finds, in stream order.
@@ -568,14 +572,7 @@ mod tests {
         let out = run(0, 512, 4096, &[(0, "A\nB\r\nC\rD\nE\r\r\n\n\r\n")]);
         assert_eq!(
             out,
-            [
-                line(0, "A", 1),
-                line(2, "B", 2),
-                line(5, "C\rD", 1),
-                line(9, "E\r", 2),
-                line(13, "", 1),
-                line(14, "", 2),
-            ]
+            [line(0, "A", 1), line(2, "B", 2), line(5, "C\rD", 1), line(9, "E\r", 2), line(13, "", 1), line(14, "", 2),]
         );
         // A CR at the end of a segment followed by something other than LF.
         let out = run(0, 512, 4096, &[(0, "A\r"), (2, "B\n"), (4, "C\r"), (6, "\r"), (7, "\n")]);
@@ -721,14 +718,7 @@ mod tests {
         s.push(10, b"xx\r\nPASV\r\n", &mut out); // held: 10 bytes
         assert!(out.is_empty());
         s.push(20, b"PORT 1,2,3,4,5,6\r\n", &mut out); // 28 > 16: overflow
-        assert_eq!(
-            out,
-            [
-                StreamEvent::Gap { at: 6 },
-                line(14, "PASV", 2),
-                line(20, "PORT 1,2,3,4,5,6", 2),
-            ]
-        );
+        assert_eq!(out, [StreamEvent::Gap { at: 6 }, line(14, "PASV", 2), line(20, "PORT 1,2,3,4,5,6", 2),]);
         assert_eq!(s.held_bytes(), 0);
         // The lost hole arriving late is ignored.
         assert_eq!(s.push(6, b"b\r\nX", &mut out), 0);

@@ -124,7 +124,9 @@ pub fn route(req: &Request, h: &dyn Handler) -> Response {
         return Response::text(405, "only GET and HEAD\n");
     }
     match req.path.as_str() {
-        "/metrics" => Response { status: 200, content_type: "text/plain; version=0.0.4; charset=utf-8", body: h.metrics() },
+        "/metrics" => {
+            Response { status: 200, content_type: "text/plain; version=0.0.4; charset=utf-8", body: h.metrics() }
+        }
         "/healthz" => match h.healthy() {
             Ok(()) => Response::text(200, "ok\n"),
             Err(why) => Response::text(503, format!("{why}\n")),
@@ -296,7 +298,15 @@ mod tests {
 
     #[test]
     fn bad_requests_get_4xx_not_panics() {
-        for bad in [&b"GET /\r\n\r\n"[..], b"GET / HTTP/2\r\n\r\n", b"get / HTTP/1.0\r\n\r\n", b"GET x HTTP/1.0\r\n\r\n", b"\xff\xfe / HTTP/1.0\r\n\r\n", b"GET  / HTTP/1.0\r\n\r\n", b""] {
+        for bad in [
+            &b"GET /\r\n\r\n"[..],
+            b"GET / HTTP/2\r\n\r\n",
+            b"get / HTTP/1.0\r\n\r\n",
+            b"GET x HTTP/1.0\r\n\r\n",
+            b"\xff\xfe / HTTP/1.0\r\n\r\n",
+            b"GET  / HTTP/1.0\r\n\r\n",
+            b"",
+        ] {
             let e = parse_request(bad).unwrap_err();
             assert_eq!(e.status, 400, "{:?}", String::from_utf8_lossy(bad));
         }

@@ -25,12 +25,12 @@ pub fn packet_permission() -> Result<(), String> {
     }
     let e = io::Error::last_os_error();
     match e.raw_os_error() {
-        Some(libc::EPERM) | Some(libc::EACCES) => Err(
-            "no permission to open packet sockets (CAP_NET_RAW): run as root, use the systemd unit \
+        Some(libc::EPERM) | Some(libc::EACCES) => {
+            Err("no permission to open packet sockets (CAP_NET_RAW): run as root, use the systemd unit \
              (packaging/ftpgate.service grants CAP_NET_RAW and CAP_NET_ADMIN), or \
              `setcap cap_net_raw,cap_net_admin+ep $(command -v ftpgate)`"
-                .into(),
-        ),
+                .into())
+        }
         _ => Err(format!("cannot open a packet socket: {}", crate::capture::strip_os_error(&e))),
     }
 }
@@ -91,7 +91,11 @@ fn offloads_on(dev: &str) -> Vec<&'static str> {
     }
     for (cmd, name) in OFFLOADS {
         let mut val = EthtoolValue { cmd, data: 0 };
-        let mut req = IfReq { name: [0; libc::IFNAMSIZ], data: &mut val as *mut EthtoolValue as *mut libc::c_void, _pad: [0; 16] };
+        let mut req = IfReq {
+            name: [0; libc::IFNAMSIZ],
+            data: &mut val as *mut EthtoolValue as *mut libc::c_void,
+            _pad: [0; 16],
+        };
         for (d, s) in req.name.iter_mut().zip(dev.bytes()) {
             *d = s as libc::c_char;
         }
@@ -126,8 +130,7 @@ pub fn findings(config: &Config, info: &[Option<DeviceInfo>], gso_aware: bool) -
         if !info.up {
             out.push(Finding::Warning(format!("{dev}: the device is down: `ip link set {dev} up`")));
         }
-        let held: Vec<IpAddr> =
-            ifc.addresses.iter().map(|n| n.addr()).filter(|a| info.addresses.contains(a)).collect();
+        let held: Vec<IpAddr> = ifc.addresses.iter().map(|n| n.addr()).filter(|a| info.addresses.contains(a)).collect();
         if !held.is_empty() {
             let list = held.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(", ");
             out.push(Finding::Warning(format!(

@@ -70,7 +70,12 @@ pub struct Batch {
 
 impl Batch {
     pub fn with_capacity(bytes: usize) -> Batch {
-        Batch { data: Vec::with_capacity(bytes), frames: Vec::with_capacity(64), offloads: Vec::with_capacity(64), oversized: 0 }
+        Batch {
+            data: Vec::with_capacity(bytes),
+            frames: Vec::with_capacity(64),
+            offloads: Vec::with_capacity(64),
+            oversized: 0,
+        }
     }
     pub fn clear(&mut self) {
         self.data.clear();
@@ -142,7 +147,11 @@ pub(crate) fn packet_drops(fd: RawFd) -> u64 {
     let r = unsafe {
         libc::getsockopt(fd, libc::SOL_PACKET, PACKET_STATISTICS, &mut st as *mut _ as *mut libc::c_void, &mut len)
     };
-    if r == 0 { u64::from(st.tp_drops) } else { 0 }
+    if r == 0 {
+        u64::from(st.tp_drops)
+    } else {
+        0
+    }
 }
 
 /// The transmitting half of one device.
@@ -194,12 +203,25 @@ impl Fanout {
     /// Join `fd` (bound to its device) to the group and set the program.
     pub(crate) fn join(&self, fd: RawFd) -> io::Result<()> {
         if self.program.is_empty() || self.program.len() > u16::MAX as usize {
-            return Err(io::Error::new(io::ErrorKind::InvalidInput, "fanout program must have 1 to 65535 instructions"));
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "fanout program must have 1 to 65535 instructions",
+            ));
         }
         let arg: u32 = u32::from(self.group) | (libc::PACKET_FANOUT_CBPF << 16);
-        setsockopt(fd, libc::SOL_PACKET, libc::PACKET_FANOUT, &arg)
-            .map_err(|e| io::Error::new(e.kind(), format!("PACKET_FANOUT group {} (CBPF fanout needs Linux 4.2+; every member must use the same device): {e}", self.group)))?;
-        let prog = libc::sock_fprog { len: self.program.len() as u16, filter: self.program.as_ptr() as *mut libc::sock_filter };
+        setsockopt(fd, libc::SOL_PACKET, libc::PACKET_FANOUT, &arg).map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!(
+                    "PACKET_FANOUT group {} (CBPF fanout needs Linux 4.2+; every member must use the same device): {e}",
+                    self.group
+                ),
+            )
+        })?;
+        let prog = libc::sock_fprog {
+            len: self.program.len() as u16,
+            filter: self.program.as_ptr() as *mut libc::sock_filter,
+        };
         setsockopt(fd, libc::SOL_PACKET, libc::PACKET_FANOUT_DATA, &prog)
             .map_err(|e| io::Error::new(e.kind(), format!("PACKET_FANOUT_DATA (the fanout program was refused): {e}")))
     }
@@ -219,7 +241,13 @@ pub(crate) fn poll_ms(d: Duration) -> libc::c_int {
 pub(crate) fn setsockopt<T>(fd: RawFd, level: libc::c_int, opt: libc::c_int, val: &T) -> io::Result<()> {
     // SAFETY: `val` is a live T and we pass its exact size; the kernel only reads it.
     let r = unsafe {
-        libc::setsockopt(fd, level, opt, val as *const T as *const libc::c_void, std::mem::size_of::<T>() as libc::socklen_t)
+        libc::setsockopt(
+            fd,
+            level,
+            opt,
+            val as *const T as *const libc::c_void,
+            std::mem::size_of::<T>() as libc::socklen_t,
+        )
     };
     if r == 0 {
         Ok(())
@@ -405,13 +433,20 @@ impl PnetRx {
         let mut hdrs: [libc::mmsghdr; SLOTS] = unsafe { std::mem::zeroed() };
         for i in 0..n {
             // SAFETY: slot i lies inside self.buf (SLOTS * slot bytes).
-            iov[i] = libc::iovec { iov_base: unsafe { base.add(i * self.slot) } as *mut libc::c_void, iov_len: self.slot };
+            iov[i] =
+                libc::iovec { iov_base: unsafe { base.add(i * self.slot) } as *mut libc::c_void, iov_len: self.slot };
             hdrs[i].msg_hdr.msg_iov = &mut iov[i];
             hdrs[i].msg_hdr.msg_iovlen = 1;
         }
         // SAFETY: n headers, each pointing at one iovec into self.buf.
         let got = unsafe {
-            libc::recvmmsg(self.fd, hdrs.as_mut_ptr(), n as libc::c_uint, libc::MSG_DONTWAIT | libc::MSG_TRUNC, std::ptr::null_mut())
+            libc::recvmmsg(
+                self.fd,
+                hdrs.as_mut_ptr(),
+                n as libc::c_uint,
+                libc::MSG_DONTWAIT | libc::MSG_TRUNC,
+                std::ptr::null_mut(),
+            )
         };
         if got < 0 {
             let e = io::Error::last_os_error();
@@ -460,7 +495,9 @@ impl LinkTx for PnetTx {
         let e = io::Error::last_os_error();
         if e.kind() == io::ErrorKind::WouldBlock || e.raw_os_error() == Some(libc::ENOBUFS) {
             return match &mut self.tx {
-                Some(tx) => tx.send_to(frame, None).unwrap_or_else(|| Err(io::Error::other("frame larger than the write buffer"))),
+                Some(tx) => tx
+                    .send_to(frame, None)
+                    .unwrap_or_else(|| Err(io::Error::other("frame larger than the write buffer"))),
                 None => Err(e),
             };
         }

@@ -38,9 +38,10 @@ pub fn init(format: LogFormat, level: &str) {
 /// chatter is debug.
 fn level_of(k: &EventKind) -> Level {
     match k {
-        EventKind::Drop { .. } | EventKind::Reset { .. } | EventKind::AlgRewrite { .. } | EventKind::FtpEncrypted { .. } => {
-            Level::INFO
-        }
+        EventKind::Drop { .. }
+        | EventKind::Reset { .. }
+        | EventKind::AlgRewrite { .. }
+        | EventKind::FtpEncrypted { .. } => Level::INFO,
         EventKind::PinholeOpen { .. } => Level::INFO,
         _ => Level::DEBUG,
     }
@@ -71,7 +72,9 @@ pub fn fields_text(ev: &Event) -> String {
             out.push_str(k);
             out.push('=');
             match val {
-                serde_json::Value::String(s) if !s.contains(' ') && !s.contains('"') && !s.is_empty() => out.push_str(s),
+                serde_json::Value::String(s) if !s.contains(' ') && !s.contains('"') && !s.is_empty() => {
+                    out.push_str(s)
+                }
                 other => out.push_str(&other.to_string()),
             }
         }
@@ -168,7 +171,10 @@ mod tests {
         let p2 = path.clone();
         let h = std::thread::spawn(move || run(rx, Some((p2, w))));
         let kind = EventKind::PinholeUse {
-            session: crate::event::Session { client: "192.0.2.10:1".parse().unwrap(), server: "198.51.100.20:21".parse().unwrap() },
+            session: crate::event::Session {
+                client: "192.0.2.10:1".parse().unwrap(),
+                server: "198.51.100.20:21".parse().unwrap(),
+            },
             address: "198.51.100.1".parse().unwrap(),
             port: 5000,
         };

@@ -127,11 +127,8 @@ pub fn run(opts: &Options) -> Result<(), LiveError> {
 
     // The host, before anything is opened.
     checks::packet_permission().map_err(LiveError::Os)?;
-    let infos: Vec<Option<checks::DeviceInfo>> = config
-        .interfaces
-        .iter()
-        .map(|i| i.device.as_deref().and_then(checks::device_info))
-        .collect();
+    let infos: Vec<Option<checks::DeviceInfo>> =
+        config.interfaces.iter().map(|i| i.device.as_deref().and_then(checks::device_info)).collect();
     let mut fatal = Vec::new();
     let gso_aware = opts.backend.unwrap_or(ops.datapath.backend) == config::Backend::Ring;
     for f in checks::findings(&config, &infos, gso_aware) {
@@ -189,7 +186,13 @@ pub fn run(opts: &Options) -> Result<(), LiveError> {
                 .append(true)
                 .open(p)
                 .map(|f| BufWriter::with_capacity(256 * 1024, f))
-                .map_err(|e| LiveError::Os(format!("cannot write event log {}: {}", p.display(), crate::capture::strip_os_error(&e))))?,
+                .map_err(|e| {
+                    LiveError::Os(format!(
+                        "cannot write event log {}: {}",
+                        p.display(),
+                        crate::capture::strip_os_error(&e)
+                    ))
+                })?,
         )),
         None => None,
     };
@@ -453,7 +456,11 @@ impl admin::Handler for AdminState {
             let beat = p.heartbeat.load(Relaxed);
             let age = now.saturating_sub(beat) / 1_000_000;
             if beat == 0 || age > 2_000 {
-                let who = if self.published.len() == 1 { "the packet worker".to_string() } else { format!("packet worker {k}") };
+                let who = if self.published.len() == 1 {
+                    "the packet worker".to_string()
+                } else {
+                    format!("packet worker {k}")
+                };
                 return Err(format!("{who} has not ticked for {age} ms"));
             }
         }

@@ -63,7 +63,14 @@ impl VnetHdr {
     pub fn decode(b: &[u8]) -> Option<VnetHdr> {
         let b = b.get(..VNET_HDR_LEN)?;
         let u = |i: usize| u16::from_ne_bytes([b[i], b[i + 1]]);
-        Some(VnetHdr { flags: b[0], gso_type: b[1], hdr_len: u(2), gso_size: u(4), csum_start: u(6), csum_offset: u(8) })
+        Some(VnetHdr {
+            flags: b[0],
+            gso_type: b[1],
+            hdr_len: u(2),
+            gso_size: u(4),
+            csum_start: u(6),
+            csum_offset: u(8),
+        })
     }
 
     pub fn encode(&self) -> [u8; VNET_HDR_LEN] {
@@ -586,7 +593,6 @@ impl RingRx {
         };
         (n > VNET_HDR_LEN as isize && n as usize <= self.big.len()).then_some(n as usize)
     }
-
 }
 
 /// Turn one ring slot (header `h`, the slot's bytes) into a frame of `batch`,
@@ -599,7 +605,8 @@ fn rx_frame(vnet_on: bool, max_frame: usize, h: &libc::tpacket2_hdr, slot: &[u8]
         return;
     }
     let data = &slot[mac..mac + snap];
-    let vnet = if vnet_on { VnetHdr::decode(&slot[mac - VNET_HDR_LEN..mac]).unwrap_or_default() } else { VnetHdr::default() };
+    let vnet =
+        if vnet_on { VnetHdr::decode(&slot[mac - VNET_HDR_LEN..mac]).unwrap_or_default() } else { VnetHdr::default() };
     // The kernel strips a VLAN tag into the header (hardware or software
     // untagging); put it back so the engine sees the frame as on the wire.
     let tag = (h.tp_status & libc::TP_STATUS_VLAN_VALID != 0 && data.len() >= 12).then(|| {
@@ -686,7 +693,13 @@ fn socket_error(fd: RawFd) -> io::Error {
     let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
     // SAFETY: getsockopt into a live c_int with its size.
     let r = unsafe {
-        libc::getsockopt(fd, libc::SOL_SOCKET, libc::SO_ERROR, &mut err as *mut libc::c_int as *mut libc::c_void, &mut len)
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_ERROR,
+            &mut err as *mut libc::c_int as *mut libc::c_void,
+            &mut len,
+        )
     };
     if r == 0 && err != 0 {
         io::Error::from_raw_os_error(err)
@@ -845,7 +858,8 @@ impl LinkTx for RingTx {
     }
 
     fn send_batch(&mut self, batch: &Batch, failed: &mut dyn FnMut(usize, io::Error)) {
-        let frames: Vec<(usize, &[u8], Offload)> = batch.iter_offloads().enumerate().map(|(i, (f, o))| (i, f, o)).collect();
+        let frames: Vec<(usize, &[u8], Offload)> =
+            batch.iter_offloads().enumerate().map(|(i, (f, o))| (i, f, o)).collect();
         self.send_frames(&frames, failed);
     }
 }
@@ -983,7 +997,14 @@ mod tests {
 
     #[test]
     fn vnet_header_round_trips_in_host_order() {
-        let h = VnetHdr { flags: 1, gso_type: GSO_TCPV4 | GSO_ECN, hdr_len: 66, gso_size: 1448, csum_start: 34, csum_offset: 16 };
+        let h = VnetHdr {
+            flags: 1,
+            gso_type: GSO_TCPV4 | GSO_ECN,
+            hdr_len: 66,
+            gso_size: 1448,
+            csum_start: 34,
+            csum_offset: 16,
+        };
         let b = h.encode();
         assert_eq!(b[0], 1);
         assert_eq!(b[1], 0x81);
@@ -1059,7 +1080,10 @@ mod tests {
     fn gso_tx_header_and_partial_sum() {
         let f = tcp4(&[7u8; 3000]);
         let g = gso_tx(&f, Offload { gso_type: GSO_TCPV4, gso_size: 1448 }, 1500).unwrap().unwrap();
-        assert_eq!(g.hdr, VnetHdr { flags: 1, gso_type: 1, hdr_len: 54, gso_size: 1448, csum_start: 34, csum_offset: 16 });
+        assert_eq!(
+            g.hdr,
+            VnetHdr { flags: 1, gso_type: 1, hdr_len: 54, gso_size: 1448, csum_start: 34, csum_offset: 16 }
+        );
         assert_eq!(g.csum_at, 50);
         assert_eq!(g.len, f.len());
         // Completing the partial sum in place gives back the full checksum.
@@ -1070,7 +1094,10 @@ mod tests {
         // Padding after the IP packet is not sent.
         let mut padded = f.clone();
         padded.extend_from_slice(&[0; 6]);
-        assert_eq!(gso_tx(&padded, Offload { gso_type: GSO_TCPV4, gso_size: 1448 }, 1500).unwrap().unwrap().len, f.len());
+        assert_eq!(
+            gso_tx(&padded, Offload { gso_type: GSO_TCPV4, gso_size: 1448 }, 1500).unwrap().unwrap().len,
+            f.len()
+        );
         // IPv6 with ECN.
         let f6 = tcp6(&[1u8; 5000]);
         let g6 = gso_tx(&f6, Offload { gso_type: GSO_TCPV6 | GSO_ECN, gso_size: 1000 }, 1500).unwrap().unwrap();
@@ -1086,7 +1113,11 @@ mod tests {
     #[test]
     fn gso_tx_refusals_and_small_frames() {
         let f = tcp4(&[7u8; 1000]);
-        assert_eq!(gso_tx(&f, Offload { gso_type: GSO_TCPV4, gso_size: 1448 }, 1500).unwrap(), None, "fits one segment");
+        assert_eq!(
+            gso_tx(&f, Offload { gso_type: GSO_TCPV4, gso_size: 1448 }, 1500).unwrap(),
+            None,
+            "fits one segment"
+        );
         assert!(gso_tx(&f, Offload { gso_type: GSO_TCPV6, gso_size: 100 }, 1500).is_err(), "family mismatch");
         assert!(gso_tx(&f, Offload { gso_type: super::super::GSO_UDP_L4, gso_size: 100 }, 1500).is_err());
         assert!(gso_tx(&f, Offload { gso_type: GSO_TCPV4, gso_size: 0 }, 1500).is_err());

@@ -13,7 +13,6 @@ use crate::engine::{proto_name, Engine, Stats};
 use crate::event::{DropReason, EventKind};
 use crate::time::Nanos;
 
-
 /// Per receive thread; the thread adds, the admin thread sums when read.
 #[derive(Debug, Default)]
 pub struct RxCounters {
@@ -120,7 +119,12 @@ pub fn render_metrics(m: &Metrics, ifaces: &[IfaceLabel], rx: &[&RxCounters], pr
         "Frames larger than the link MTU (GRO/GSO left on), dropped: direction rx before the engine, tx refused by the device.",
     );
     for (i, r) in rx.iter().enumerate() {
-        let _ = writeln!(o, "ftpgate_frames_oversized_total{{{},direction=\"rx\"}} {}", label(i), r.oversized.load(Relaxed));
+        let _ = writeln!(
+            o,
+            "ftpgate_frames_oversized_total{{{},direction=\"rx\"}} {}",
+            label(i),
+            r.oversized.load(Relaxed)
+        );
         let tx = m.tx.get(i).map_or(0, |t| t.oversized);
         let _ = writeln!(o, "ftpgate_frames_oversized_total{{{},direction=\"tx\"}} {tx}", label(i));
     }
@@ -141,7 +145,12 @@ pub fn render_metrics(m: &Metrics, ifaces: &[IfaceLabel], rx: &[&RxCounters], pr
     for (i, t) in m.tx.iter().enumerate().take(ifaces.len()) {
         let _ = writeln!(o, "ftpgate_bytes_transmitted_total{{{}}} {}", label(i), t.bytes);
     }
-    family(&mut o, "frames_ignored_total", "counter", "Unicast frames addressed to other hosts' MACs (promiscuous capture): not processed.");
+    family(
+        &mut o,
+        "frames_ignored_total",
+        "counter",
+        "Unicast frames addressed to other hosts' MACs (promiscuous capture): not processed.",
+    );
     for (i, t) in m.tx.iter().enumerate().take(ifaces.len()) {
         let _ = writeln!(o, "ftpgate_frames_ignored_total{{{}}} {}", label(i), t.ignored);
     }
@@ -159,7 +168,12 @@ pub fn render_metrics(m: &Metrics, ifaces: &[IfaceLabel], rx: &[&RxCounters], pr
     let _ = writeln!(o, "ftpgate_frames_forwarded_total {}", s.forwarded);
     family(&mut o, "frames_consumed_total", "counter", "Frames for the gateway itself (ARP, ND, ping).");
     let _ = writeln!(o, "ftpgate_frames_consumed_total {}", s.consumed);
-    family(&mut o, "frames_generated_total", "counter", "Frames the gateway originated (ARP/ND, RSTs, ICMP errors, released held frames).");
+    family(
+        &mut o,
+        "frames_generated_total",
+        "counter",
+        "Frames the gateway originated (ARP/ND, RSTs, ICMP errors, released held frames).",
+    );
     let _ = writeln!(o, "ftpgate_frames_generated_total {}", s.generated);
     family(&mut o, "frames_dropped_total", "counter", "Frames dropped, by reason.");
     for r in DropReason::ALL {
@@ -184,7 +198,14 @@ pub fn render_metrics(m: &Metrics, ifaces: &[IfaceLabel], rx: &[&RxCounters], pr
     family(&mut o, "alg_rewrites_total", "counter", "PORT/EPRT/227/229 lines rewritten by the FTP ALG.");
     let _ = writeln!(o, "ftpgate_alg_rewrites_total {}", m.events[6]);
     family(&mut o, "ftp_blocked_total", "counter", "FTP attacks blocked (drop events), by kind.");
-    for r in [DropReason::Bounce, DropReason::Injection, DropReason::PrivilegedPort, DropReason::CommandDenied, DropReason::ModeDenied, DropReason::Malformed] {
+    for r in [
+        DropReason::Bounce,
+        DropReason::Injection,
+        DropReason::PrivilegedPort,
+        DropReason::CommandDenied,
+        DropReason::ModeDenied,
+        DropReason::Malformed,
+    ] {
         let _ = writeln!(o, "ftpgate_ftp_blocked_total{{reason=\"{}\"}} {}", r.as_str(), m.blocked[r as usize]);
     }
     family(&mut o, "ftp_resets_total", "counter", "Control connections reset by the gateway after a violation.");
@@ -405,7 +426,8 @@ mod tests {
 
     #[test]
     fn metrics_render_counters_with_labels() {
-        let mut m = Metrics { connections: 250, max_connections: 1000, pinholes: 3, ftp_sessions: 2, ..Default::default() };
+        let mut m =
+            Metrics { connections: 250, max_connections: 1000, pinholes: 3, ftp_sessions: 2, ..Default::default() };
         m.stats.frames_in = 10;
         m.stats.dropped[DropReason::Bounce as usize] = 4;
         m.blocked[DropReason::Bounce as usize] = 5;
@@ -426,13 +448,22 @@ mod tests {
         assert_eq!(get("ftpgate_alg_rewrites_total"), 7.0);
         assert_eq!(get("ftpgate_table_fill_ratio"), 0.25);
         assert_eq!(get("ftpgate_frames_received_total{interface=\"inside\",device=\"veth-gw-in\"}"), 11.0);
-        assert_eq!(get("ftpgate_frames_oversized_total{interface=\"outside\",device=\"veth-gw-out\",direction=\"rx\"}"), 2.0);
+        assert_eq!(
+            get("ftpgate_frames_oversized_total{interface=\"outside\",device=\"veth-gw-out\",direction=\"rx\"}"),
+            2.0
+        );
         assert_eq!(get("ftpgate_frames_lost_total{interface=\"inside\",device=\"veth-gw-in\"}"), 7.0);
-        assert_eq!(get("ftpgate_frames_oversized_total{interface=\"inside\",device=\"veth-gw-in\",direction=\"tx\"}"), 1.0);
+        assert_eq!(
+            get("ftpgate_frames_oversized_total{interface=\"inside\",device=\"veth-gw-in\",direction=\"tx\"}"),
+            1.0
+        );
         assert_eq!(get("ftpgate_reloads_total{result=\"failed\"}"), 1.0);
         assert_eq!(get("ftpgate_pinholes"), 3.0);
         // Every reason has a line, and every family is declared once.
-        assert_eq!(s.iter().filter(|(n, _)| n.starts_with("ftpgate_frames_dropped_total")).count(), DropReason::ALL.len());
+        assert_eq!(
+            s.iter().filter(|(n, _)| n.starts_with("ftpgate_frames_dropped_total")).count(),
+            DropReason::ALL.len()
+        );
         let types: Vec<&str> = text.lines().filter(|l| l.starts_with("# TYPE")).collect();
         let mut dedup = types.clone();
         dedup.sort();

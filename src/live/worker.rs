@@ -205,8 +205,7 @@ pub struct Worker {
 impl Worker {
     pub fn new(engine: Engine, sink: LiveSink, clock: Clock, macs: Vec<Mac>, published: Arc<Published>) -> Worker {
         let bufs = (0..BATCH).map(|_| Vec::with_capacity(65536 + 128)).collect();
-        let mut w =
-            Worker {
+        let mut w = Worker {
             engine,
             sink,
             clock,
@@ -355,7 +354,10 @@ impl Worker {
                             counters[i].errors.fetch_add(1, Relaxed);
                             if quiet_for(&warned_err, 10) {
                                 warned_err = Some(Instant::now());
-                                let _ = self.sink.log.try_send(LogMsg::Warn(format!("{}: receive failed: {e}", devices[i].0)));
+                                let _ = self
+                                    .sink
+                                    .log
+                                    .try_send(LogMsg::Warn(format!("{}: receive failed: {e}", devices[i].0)));
                             }
                             break;
                         }
@@ -492,7 +494,8 @@ mod tests {
     const HOST_MAC: Mac = [0x02, 0, 0, 0, 0, 0x10];
 
     fn arp_for_gateway(dst_mac: Mac) -> Vec<u8> {
-        let mut f = crate::wire::build::arp_request(HOST_MAC, "192.0.2.10".parse().unwrap(), "192.0.2.1".parse().unwrap());
+        let mut f =
+            crate::wire::build::arp_request(HOST_MAC, "192.0.2.10".parse().unwrap(), "192.0.2.1".parse().unwrap());
         f[0..6].copy_from_slice(&dst_mac);
         f
     }
@@ -506,7 +509,13 @@ mod tests {
         let published = Arc::new(Published::default());
         let mut engine = Engine::new(cfg.clone(), 1);
         engine.set_resolve_neighbors(true);
-        let mut w = Worker::new(engine, LiveSink::new(txs, log_tx), Clock::new(), vec![DEV_MAC, [0x02, 0, 0, 0, 0xaa, 0x02]], published.clone());
+        let mut w = Worker::new(
+            engine,
+            LiveSink::new(txs, log_tx),
+            Clock::new(),
+            vec![DEV_MAC, [0x02, 0, 0, 0, 0xaa, 0x02]],
+            published.clone(),
+        );
         let (tx, rx) = sync_channel::<Msg>(8);
         let h = std::thread::spawn(move || {
             w.run(rx, Vec::new());
@@ -554,7 +563,14 @@ mod tests {
             Event::new(
                 Nanos(1),
                 None,
-                EventKind::Drop { reason: crate::event::DropReason::Bounce, rule: None, session: None, src: None, dst: None, detail: String::new() },
+                EventKind::Drop {
+                    reason: crate::event::DropReason::Bounce,
+                    rule: None,
+                    session: None,
+                    src: None,
+                    dst: None,
+                    detail: String::new(),
+                },
             )
         };
         sink.event(ev());

@@ -10,8 +10,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use super::checksum::{self, Delta};
 use super::{
-    tcp_flags, Arp, Mac, Meta, ETHERTYPE_ARP, ETHERTYPE_IPV4, ETHERTYPE_IPV6, ETHERTYPE_VLAN, PROTO_ICMP,
-    PROTO_ICMPV6, PROTO_TCP,
+    tcp_flags, Arp, Mac, Meta, ETHERTYPE_ARP, ETHERTYPE_IPV4, ETHERTYPE_IPV6, ETHERTYPE_VLAN, PROTO_ICMP, PROTO_ICMPV6,
+    PROTO_TCP,
 };
 
 const BROADCAST: Mac = [0xff; 6];
@@ -82,7 +82,14 @@ pub fn arp_request(our_mac: Mac, our_ip: Ipv4Addr, target: Ipv4Addr) -> Vec<u8> 
 /// A TCP RST from `src` to `dst` (addresses and ports as given), with
 /// `seq`/`ack`; the ACK flag is set when `ack` is Some. TTL/hop limit 64.
 /// Returns an empty frame if the two addresses are of different families.
-pub fn tcp_rst(src_mac: Mac, dst_mac: Mac, src: (IpAddr, u16), dst: (IpAddr, u16), seq: u32, ack: Option<u32>) -> Vec<u8> {
+pub fn tcp_rst(
+    src_mac: Mac,
+    dst_mac: Mac,
+    src: (IpAddr, u16),
+    dst: (IpAddr, u16),
+    seq: u32,
+    ack: Option<u32>,
+) -> Vec<u8> {
     let mut tcp = [0u8; 20];
     tcp[0..2].copy_from_slice(&src.1.to_be_bytes());
     tcp[2..4].copy_from_slice(&dst.1.to_be_bytes());
@@ -112,7 +119,15 @@ pub fn tcp_rst(src_mac: Mac, dst_mac: Mac, src: (IpAddr, u16), dst: (IpAddr, u16
 
 /// ICMP error of type `ty`/`code` quoting the IP packet in `orig`, from
 /// `from` to the packet's source. Empty if `from` is of the other family.
-fn icmp_error(orig: &[u8], meta: &Meta, v4: (u8, u8), v6: (u8, u8), from: IpAddr, src_mac: Mac, dst_mac: Mac) -> Vec<u8> {
+fn icmp_error(
+    orig: &[u8],
+    meta: &Meta,
+    v4: (u8, u8),
+    v6: (u8, u8),
+    from: IpAddr,
+    src_mac: Mac,
+    dst_mac: Mac,
+) -> Vec<u8> {
     // Quote the IP packet as its header says it ends: Ethernet padding is not part of it.
     let end = (meta.l3 + meta.ip_len).min(orig.len());
     let packet = orig.get(meta.l3..end).unwrap_or(&[]);
@@ -141,9 +156,7 @@ fn icmp_error(orig: &[u8], meta: &Meta, v4: (u8, u8), v6: (u8, u8), from: IpAddr
             v.extend_from_slice(&icmp);
             v
         }
-        _ => {
-            Vec::new()
-        }
+        _ => Vec::new(),
     }
 }
 
@@ -216,7 +229,16 @@ pub fn solicited_node(target: Ipv6Addr) -> Ipv6Addr {
 /// An ND message (RFC 4861): ICMPv6 `ty`, 4 bytes of flags, the target and one
 /// link-layer address option. Hop limit 255, so receivers know it is on-link.
 #[allow(clippy::too_many_arguments)]
-fn nd(ty: u8, flags: u8, src_mac: Mac, dst_mac: Mac, src: Ipv6Addr, dst: Ipv6Addr, target: Ipv6Addr, opt: u8) -> Vec<u8> {
+fn nd(
+    ty: u8,
+    flags: u8,
+    src_mac: Mac,
+    dst_mac: Mac,
+    src: Ipv6Addr,
+    dst: Ipv6Addr,
+    target: Ipv6Addr,
+    opt: u8,
+) -> Vec<u8> {
     let mut icmp = [0u8; 32];
     icmp[0] = ty;
     icmp[4] = flags;
@@ -344,7 +366,13 @@ mod tests {
         verify(&f, &m);
         assert_eq!((m.ip_len, m.icmp.unwrap().ty, m.icmp.unwrap().code), (1280, 1, 4));
         assert_eq!(m.icmp.unwrap().inner.unwrap().sport, 5);
-        let f = icmp_time_exceeded(&orig[..14 + 48 + 10], &ip(&finish([eth(0x86dd), ip6(17, &udp(5, 6, &[1; 10]))].concat())), from, US, THEM);
+        let f = icmp_time_exceeded(
+            &orig[..14 + 48 + 10],
+            &ip(&finish([eth(0x86dd), ip6(17, &udp(5, 6, &[1; 10]))].concat())),
+            from,
+            US,
+            THEM,
+        );
         let m = ip(&f);
         verify(&f, &m);
         assert_eq!((m.icmp.unwrap().ty, m.l4_len), (3, 8 + 58));
@@ -397,7 +425,10 @@ mod tests {
         let f = neighbor_advert(US, ours, THEM, Ipv6Addr::UNSPECIFIED);
         let m = ip(&f);
         verify(&f, &m);
-        assert_eq!((m.dst, m.eth_dst, f[m.l4 + 4]), ("ff02::1".parse::<IpAddr>().unwrap(), [0x33, 0x33, 0, 0, 0, 1], 0xa0));
+        assert_eq!(
+            (m.dst, m.eth_dst, f[m.l4 + 4]),
+            ("ff02::1".parse::<IpAddr>().unwrap(), [0x33, 0x33, 0, 0, 0, 1], 0xa0)
+        );
     }
 
     #[test]

@@ -5,7 +5,9 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use super::{Mac, ETHERTYPE_ARP, ETHERTYPE_IPV4, ETHERTYPE_IPV6, ETHERTYPE_VLAN, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP};
+use super::{
+    Mac, ETHERTYPE_ARP, ETHERTYPE_IPV4, ETHERTYPE_IPV6, ETHERTYPE_VLAN, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP,
+};
 
 /// IP fragment information (IPv4 header fields or the IPv6 fragment header).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -129,7 +131,9 @@ pub enum FrameKind {
     Ip(Meta),
     Arp(Arp),
     /// A well-formed Ethernet frame of another EtherType.
-    Other { ethertype: u16 },
+    Other {
+        ethertype: u16,
+    },
     /// Could not be parsed; the string says why, for the `invalid` drop's detail.
     Malformed(&'static str),
 }
@@ -140,7 +144,9 @@ pub enum Parsed {
     Ip,
     Arp(Arp),
     /// A well-formed Ethernet frame of another EtherType.
-    Other { ethertype: u16 },
+    Other {
+        ethertype: u16,
+    },
     /// Could not be parsed; the string says why, for the `invalid` drop's detail.
     Malformed(&'static str),
 }
@@ -264,13 +270,7 @@ fn arp(f: &[u8], off: usize) -> Res<Arp> {
         return Err("arp not ethernet/ipv4");
     }
     let ip = |at: usize| Ipv4Addr::new(f[at], f[at + 1], f[at + 2], f[at + 3]);
-    Ok(Arp {
-        op: be16(f, off + 6),
-        sha: mac(f, off + 8),
-        spa: ip(off + 14),
-        tha: mac(f, off + 18),
-        tpa: ip(off + 24),
-    })
+    Ok(Arp { op: be16(f, off + 6), sha: mac(f, off + 8), spa: ip(off + 14), tha: mac(f, off + 18), tpa: ip(off + 24) })
 }
 
 #[inline(always)]
@@ -936,7 +936,13 @@ pub(crate) mod tests {
         let frames = [
             cat(eth(0x0800), ip4(6, &[1, 1, 1, 0], 0, &tcp(1, 2, &[1, 1, 5, 10, 0, 0, 0, 1, 0, 0, 0, 2], b"x"))),
             cat(eth(0x0800), ip4(1, &[], 0, &icmp(3, 3, [0; 4], &q))),
-            cat(eth(0x86dd), ip6(0, &[ext(44, 0), frag6(58, 0, true, 1), icmp(1, 0, [0; 4], &ip6(6, &tcp(1, 2, &[], b"")))].concat())),
+            cat(
+                eth(0x86dd),
+                ip6(
+                    0,
+                    &[ext(44, 0), frag6(58, 0, true, 1), icmp(1, 0, [0; 4], &ip6(6, &tcp(1, 2, &[], b"")))].concat(),
+                ),
+            ),
         ];
         for f in &frames {
             assert!(matches!(parse_frame(f), FrameKind::Ip(_)));

@@ -483,7 +483,8 @@ fn apply_sum(csum: u16, d: u32) -> u16 {
 #[inline]
 pub fn translate(frame: &mut [u8], meta: &mut Meta, src: (IpAddr, u16), dst: (IpAddr, u16)) {
     let l3 = meta.l3;
-    let simple = !meta.v6 && meta.frag.is_none() && matches!(meta.proto, PROTO_TCP | PROTO_UDP) && frame.len() >= meta.l4 + 8;
+    let simple =
+        !meta.v6 && meta.frag.is_none() && matches!(meta.proto, PROTO_TCP | PROTO_UDP) && frame.len() >= meta.l4 + 8;
     let (IpAddr::V4(ns), IpAddr::V4(nd), true) = (src.0, dst.0, simple) else {
         if meta.src != src.0 {
             set_src_ip(frame, meta, src.0);

@@ -74,7 +74,8 @@ pub fn lab_config(masquerade: bool) -> Config {
 /// The published-server layout: FTP server inside at 192.0.2.20, published on 198.51.100.1:21.
 pub fn published_config() -> Config {
     let mut c = lab_config(true);
-    c.nat.forward = vec![Forward { on: OUTSIDE, protocol: Protocol::Tcp, port: 21, to: "192.0.2.20:21".parse().unwrap() }];
+    c.nat.forward =
+        vec![Forward { on: OUTSIDE, protocol: Protocol::Tcp, port: 21, to: "192.0.2.20:21".parse().unwrap() }];
     c.policy.rules.push(Rule {
         name: "ftp-in".into(),
         action: Action::Allow,
@@ -202,11 +203,9 @@ pub fn decode_verified(frame: &[u8]) -> Seen {
             assert_eq!(h.header_checksum, h.calc_header_checksum(), "IPv4 header checksum");
             (IpAddr::V4(v4.header().source_addr()), IpAddr::V4(v4.header().destination_addr()), v4.header().ttl())
         }
-        NetSlice::Ipv6(v6) => (
-            IpAddr::V6(v6.header().source_addr()),
-            IpAddr::V6(v6.header().destination_addr()),
-            v6.header().hop_limit(),
-        ),
+        NetSlice::Ipv6(v6) => {
+            (IpAddr::V6(v6.header().source_addr()), IpAddr::V6(v6.header().destination_addr()), v6.header().hop_limit())
+        }
         _ => panic!("not IP"),
     };
     let mut seen = Seen { src, dst, sport: 0, dport: 0, ttl, seq: 0, ack: 0, payload: vec![] };
@@ -214,8 +213,12 @@ pub fn decode_verified(frame: &[u8]) -> Seen {
         TransportSlice::Tcp(t) => {
             let h = t.to_header();
             let want = match (src, dst) {
-                (IpAddr::V4(s), IpAddr::V4(d)) => h.calc_checksum_ipv4_raw(s.octets(), d.octets(), t.payload()).unwrap(),
-                (IpAddr::V6(s), IpAddr::V6(d)) => h.calc_checksum_ipv6_raw(s.octets(), d.octets(), t.payload()).unwrap(),
+                (IpAddr::V4(s), IpAddr::V4(d)) => {
+                    h.calc_checksum_ipv4_raw(s.octets(), d.octets(), t.payload()).unwrap()
+                }
+                (IpAddr::V6(s), IpAddr::V6(d)) => {
+                    h.calc_checksum_ipv6_raw(s.octets(), d.octets(), t.payload()).unwrap()
+                }
                 _ => unreachable!(),
             };
             assert_eq!(h.checksum, want, "TCP checksum");
@@ -229,8 +232,12 @@ pub fn decode_verified(frame: &[u8]) -> Seen {
             let h = u.to_header();
             if h.checksum != 0 {
                 let want = match (src, dst) {
-                    (IpAddr::V4(s), IpAddr::V4(d)) => h.calc_checksum_ipv4_raw(s.octets(), d.octets(), u.payload()).unwrap(),
-                    (IpAddr::V6(s), IpAddr::V6(d)) => h.calc_checksum_ipv6_raw(s.octets(), d.octets(), u.payload()).unwrap(),
+                    (IpAddr::V4(s), IpAddr::V4(d)) => {
+                        h.calc_checksum_ipv4_raw(s.octets(), d.octets(), u.payload()).unwrap()
+                    }
+                    (IpAddr::V6(s), IpAddr::V6(d)) => {
+                        h.calc_checksum_ipv6_raw(s.octets(), d.octets(), u.payload()).unwrap()
+                    }
                     _ => unreachable!(),
                 };
                 assert_eq!(h.checksum, want, "UDP checksum");
@@ -247,7 +254,11 @@ pub fn decode_verified(frame: &[u8]) -> Seen {
         TransportSlice::Icmpv6(i) => {
             let (IpAddr::V6(s), IpAddr::V6(d)) = (src, dst) else { unreachable!() };
             let h = i.header();
-            assert_eq!(h.checksum, h.icmp_type.calc_checksum(s.octets(), d.octets(), i.payload()).unwrap(), "ICMPv6 checksum");
+            assert_eq!(
+                h.checksum,
+                h.icmp_type.calc_checksum(s.octets(), d.octets(), i.payload()).unwrap(),
+                "ICMPv6 checksum"
+            );
             seen.payload = i.payload().to_vec();
         }
         _ => panic!("unexpected transport"),
@@ -379,7 +390,11 @@ impl FtpSim {
             return None;
         }
         let o = decode_verified(out);
-        let (rcv, got) = if to_server { (&mut self.server_rcv, &mut self.server_got) } else { (&mut self.client_rcv, &mut self.client_got) };
+        let (rcv, got) = if to_server {
+            (&mut self.server_rcv, &mut self.server_got)
+        } else {
+            (&mut self.client_rcv, &mut self.client_got)
+        };
         if o.seq == *rcv {
             got.extend_from_slice(&o.payload);
             *rcv = rcv.wrapping_add(o.payload.len() as u32);
@@ -633,13 +648,16 @@ pub fn lab_yaml(masquerade: bool, ftp_extra: &str) -> String {
         y.push_str(l.trim());
         y.push('\n');
     }
-    y.push_str("policy:\n  default: deny\n  rules:\n    - {name: inside-out, action: allow, from: inside, to: outside}\n");
+    y.push_str(
+        "policy:\n  default: deny\n  rules:\n    - {name: inside-out, action: allow, from: inside, to: outside}\n",
+    );
     y
 }
 
 /// The repository's rules file `name` (rules/NAME), with `nat.ports: preserve` added.
 pub fn rules_yaml_preserve(name: &str) -> String {
-    let text = std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("rules").join(name)).unwrap();
+    let text =
+        std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("rules").join(name)).unwrap();
     assert!(text.contains("\nnat:\n"), "rules/{name} has a nat: section");
     text.replacen("\nnat:\n", "\nnat:\n  ports: preserve\n", 1)
 }
@@ -675,7 +693,13 @@ fn gw_mac(iface: u32) -> [u8; 6] {
 }
 
 impl Flow {
-    pub fn new(client: (&str, u16), server_pub: (&str, u16), server: (&str, u16), client_seen: (&str, u16), client_if: u32) -> Flow {
+    pub fn new(
+        client: (&str, u16),
+        server_pub: (&str, u16),
+        server: (&str, u16),
+        client_seen: (&str, u16),
+        client_if: u32,
+    ) -> Flow {
         Flow {
             client: (ip(client.0), client.1),
             server_pub: (ip(server_pub.0), server_pub.1),
@@ -769,7 +793,15 @@ impl Flow {
     }
 
     /// A frame of this flow with explicit flags, from either end; no bookkeeping.
-    pub fn raw(&mut self, cap: &mut Capture, from_client: bool, flags: &str, seq: u32, ack: u32, payload: &[u8]) -> u64 {
+    pub fn raw(
+        &mut self,
+        cap: &mut Capture,
+        from_client: bool,
+        flags: &str,
+        seq: u32,
+        ack: u32,
+        payload: &[u8],
+    ) -> u64 {
         let (i, f) = self.mk(from_client, flags, seq, ack, payload);
         cap.push(i, f)
     }

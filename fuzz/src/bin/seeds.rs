@@ -118,7 +118,8 @@ fn main() {
             std::process::exit(2);
         }
     };
-    let dirs: Vec<PathBuf> = ["ftp_parse", "line_stream", "wire", "config", "engine"].iter().map(|t| out.join(t)).collect();
+    let dirs: Vec<PathBuf> =
+        ["ftp_parse", "line_stream", "wire", "config", "engine"].iter().map(|t| out.join(t)).collect();
     for d in &dirs {
         fs::create_dir_all(d).expect("create corpus directory");
     }
@@ -193,7 +194,10 @@ fn main() {
             let mut w = (len as u16).to_be_bytes().to_vec();
             w.extend_from_slice(&fr[..len]);
             // dec_ttl, ports, seq/ack, a SACK map, a payload splice.
-            w.extend_from_slice(&[1, 4, 0x9c, 0x40, 5, 0, 21, 6, 1, 2, 3, 4, 7, 5, 6, 7, 8, 8, 0, 0, 1, 0, 13, 0, 0, 0, 0, 4, b'N', b'O', b'O', b'P']);
+            w.extend_from_slice(&[
+                1, 4, 0x9c, 0x40, 5, 0, 21, 6, 1, 2, 3, 4, 7, 5, 6, 7, 8, 8, 0, 0, 1, 0, 13, 0, 0, 0, 0, 4, b'N', b'O',
+                b'O', b'P',
+            ]);
             write(wire_dir, &format!("{stem}-{k}"), &w);
             n_wire += 1;
         }
