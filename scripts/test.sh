@@ -24,6 +24,15 @@ fi
 
 stage() { printf '\n=== %s ===\n' "$*"; }
 
+# Formatting (rustfmt.toml): a reformat never hides in a feature's diff.
+if cargo fmt --version >/dev/null 2>&1; then
+    stage "cargo fmt --check"
+    cargo fmt --check
+    (cd fuzz && cargo fmt --check)
+else
+    echo "test.sh: note: rustfmt is not installed (rustup component add rustfmt); formatting not checked" >&2
+fi
+
 stage "cargo test"
 cargo test --locked 2>&1
 
