@@ -6,14 +6,13 @@
 //! so pinholes opened by one worker are used by another, expire together,
 //! and copies of a session collide on addresses and ports.
 
-use std::borrow::Cow;
 use std::path::{Path, PathBuf};
+use std::process::Command;
 
 use ftpgate::capture::CaptureReader;
-use pcap_file::pcapng::blocks::enhanced_packet::EnhancedPacketBlock;
-use pcap_file::pcapng::blocks::interface_description::{InterfaceDescriptionBlock, InterfaceDescriptionOption};
-use pcap_file::pcapng::PcapNgWriter;
-use std::process::Command;
+
+mod common;
+use common::{Capture, DEVICES};
 
 fn repo(p: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(p)
@@ -57,35 +56,13 @@ fn interleaved(prefix: &str, copies: u64, out: &Path) -> usize {
         }
     }
     all.sort_by_key(|f| (f.0, f.1));
-    let mut names: Vec<String> = Vec::new();
-    for f in &all {
-        if !names.contains(&f.2) {
-            names.push(f.2.clone());
-        }
-    }
-    let file = std::io::BufWriter::new(std::fs::File::create(out).unwrap());
-    let mut w = PcapNgWriter::new(file).unwrap();
-    for name in &names {
-        w.write_pcapng_block(InterfaceDescriptionBlock {
-            linktype: pcap_file::DataLink::ETHERNET,
-            snaplen: 0,
-            options: vec![
-                InterfaceDescriptionOption::IfName(Cow::Borrowed(name)),
-                InterfaceDescriptionOption::IfTsResol(9),
-            ],
-        })
-        .unwrap();
-    }
+    let mut cap = Capture::new();
     for (ts, _, name, data) in &all {
-        w.write_pcapng_block(EnhancedPacketBlock {
-            interface_id: names.iter().position(|n| n == name).unwrap() as u32,
-            timestamp: std::time::Duration::from_nanos(*ts),
-            original_len: data.len() as u32,
-            data: Cow::Borrowed(data),
-            options: vec![],
-        })
-        .unwrap();
+        let iface =
+            DEVICES.iter().position(|d| d == name).unwrap_or_else(|| panic!("recorded on {name:?}, not a lab device"));
+        cap.recs.push((iface as u32, *ts, data.clone()));
     }
+    cap.write_pcapng(out);
     all.len()
 }
 
