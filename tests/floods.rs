@@ -287,16 +287,11 @@ fn syn_flood(max_connections: u32, extra: u32) {
     assert_eq!(limited, extra + max_connections - filled_at, "every SYN beyond the limit is dropped with `limit`");
     assert_eq!(sim.e.table().heap_bytes(), heap_full, "no growth once full");
     // A new legitimate connection is refused while the table is full ...
-    let (v, _) = feed(
+    let (v, _) = from_client(
         &mut sim.e,
         &mut sim.s,
         sim.t + 1,
-        INSIDE,
-        tcp(
-            CLIENT_MAC,
-            GW_IN_MAC,
-            Tcp { src: ("192.0.2.10", 41111), dst: ("198.51.100.20", 80), seq: 1, ack: 0, flags: "S", payload: b"" },
-        ),
+        Tcp { src: ("192.0.2.10", 41111), dst: ("198.51.100.20", 80), seq: 1, ack: 0, flags: "S", payload: b"" },
     );
     assert_eq!(v, Verdict::Drop(DropReason::Limit));
     // ... the established one is not ...
@@ -499,38 +494,21 @@ fn nat_exhaustion(clients_extra: u16) {
     // Anyone else towards the same server ip:port: no port left, dropped with `limit`.
     for i in 0..clients_extra {
         let src = format!("192.0.2.{}", 12 + i % 200);
-        let (v, _) = feed(
+        let (v, _) = from_client(
             &mut sim.e,
             &mut sim.s,
             sim.t + 1,
-            INSIDE,
-            tcp(
-                CLIENT_MAC,
-                GW_IN_MAC,
-                Tcp {
-                    src: (s(ip(&src)), 30000 + i),
-                    dst: ("198.51.100.20", 80),
-                    seq: 1,
-                    ack: 0,
-                    flags: "S",
-                    payload: b"",
-                },
-            ),
+            Tcp { src: (s(ip(&src)), 30000 + i), dst: ("198.51.100.20", 80), seq: 1, ack: 0, flags: "S", payload: b"" },
         );
         assert_eq!(v, Verdict::Drop(DropReason::Limit), "extra client {i}");
     }
     assert_eq!(sim.e.table().heap_bytes(), heap);
     // Another server port is a different tuple space: fine.
-    let (v, _) = feed(
+    let (v, _) = from_client(
         &mut sim.e,
         &mut sim.s,
         sim.t + 2,
-        INSIDE,
-        tcp(
-            CLIENT_MAC,
-            GW_IN_MAC,
-            Tcp { src: ("192.0.2.12", 30000), dst: ("198.51.100.20", 443), seq: 1, ack: 0, flags: "S", payload: b"" },
-        ),
+        Tcp { src: ("192.0.2.12", 30000), dst: ("198.51.100.20", 443), seq: 1, ack: 0, flags: "S", payload: b"" },
     );
     assert_eq!(v, Verdict::Forward(OUTSIDE));
     // The established FTP session (another server port) keeps working, passive included.

@@ -42,52 +42,30 @@ fn active_mode_through_masquerade_rewrites_and_admits_only_the_server() {
     assert_eq!(c.unwrap().ack, sim.c_seq, "client sees its own sequence space acknowledged");
 
     // A stranger on the outside tries the pinhole first: not admitted.
-    let (v, _) = feed(
+    let (v, _) = from_server(
         &mut sim.e,
         &mut sim.s,
         50,
-        OUTSIDE,
-        tcp(
-            SERVER_MAC,
-            GW_OUT_MAC,
-            Tcp { src: ("203.0.113.66", 20), dst: ("198.51.100.1", port), seq: 1, ack: 0, flags: "S", payload: b"" },
-        ),
+        Tcp { src: ("203.0.113.66", 20), dst: ("198.51.100.1", port), seq: 1, ack: 0, flags: "S", payload: b"" },
     );
     assert_eq!(v, Verdict::Drop(DropReason::Policy));
     // The server connects from port 20: admitted, to the client's announced port.
-    let (v, out) = feed(
+    let (v, out) = from_server(
         &mut sim.e,
         &mut sim.s,
         51,
-        OUTSIDE,
-        tcp(
-            SERVER_MAC,
-            GW_OUT_MAC,
-            Tcp { src: ("198.51.100.20", 20), dst: ("198.51.100.1", port), seq: 1, ack: 0, flags: "S", payload: b"" },
-        ),
+        Tcp { src: ("198.51.100.20", 20), dst: ("198.51.100.1", port), seq: 1, ack: 0, flags: "S", payload: b"" },
     );
     assert_eq!(v, Verdict::Forward(INSIDE));
     let d = decode_verified(&out);
     assert_eq!((d.dst, d.dport), (ip("192.0.2.10"), 156 * 256 + 64));
     assert_eq!(sim.s.of_kind("pinhole_use").len(), 1);
     // Used once: a second SYN from the server to the same port is not a pinhole.
-    let (v, _) = feed(
+    let (v, _) = from_server(
         &mut sim.e,
         &mut sim.s,
         52,
-        OUTSIDE,
-        tcp(
-            SERVER_MAC,
-            GW_OUT_MAC,
-            Tcp {
-                src: ("198.51.100.20", 21000),
-                dst: ("198.51.100.1", port),
-                seq: 1,
-                ack: 0,
-                flags: "S",
-                payload: b"",
-            },
-        ),
+        Tcp { src: ("198.51.100.20", 21000), dst: ("198.51.100.1", port), seq: 1, ack: 0, flags: "S", payload: b"" },
     );
     assert_eq!(v, Verdict::Drop(DropReason::Policy));
 }
@@ -288,16 +266,11 @@ fn a_server_refused_port_withdraws_its_pinhole() {
     assert_eq!(sim.s.of_kind("pinhole_open").len(), 1);
     sim.server(b"500 Illegal PORT command.\r\n");
     let port = sim.s.of_kind("pinhole_open")[0]["port"].as_u64().unwrap() as u16;
-    let (v, _) = feed(
+    let (v, _) = from_server(
         &mut sim.e,
         &mut sim.s,
         90,
-        OUTSIDE,
-        tcp(
-            SERVER_MAC,
-            GW_OUT_MAC,
-            Tcp { src: ("198.51.100.20", 20), dst: ("198.51.100.1", port), seq: 1, ack: 0, flags: "S", payload: b"" },
-        ),
+        Tcp { src: ("198.51.100.20", 20), dst: ("198.51.100.1", port), seq: 1, ack: 0, flags: "S", payload: b"" },
     );
     assert_eq!(v, Verdict::Drop(DropReason::Policy));
 }
@@ -382,23 +355,18 @@ fn no_nat_opens_pinholes_without_rewriting() {
     let pin = &sim.s.of_kind("pinhole_open")[0];
     assert_eq!(pin["address"], "192.0.2.10");
     // The server's data connection passes although policy denies outside → inside.
-    let (v, _) = feed(
+    let (v, _) = from_server(
         &mut sim.e,
         &mut sim.s,
         70,
-        OUTSIDE,
-        tcp(
-            SERVER_MAC,
-            GW_OUT_MAC,
-            Tcp {
-                src: ("198.51.100.20", 20),
-                dst: ("192.0.2.10", 100 * 256 + 1),
-                seq: 1,
-                ack: 0,
-                flags: "S",
-                payload: b"",
-            },
-        ),
+        Tcp {
+            src: ("198.51.100.20", 20),
+            dst: ("192.0.2.10", 100 * 256 + 1),
+            seq: 1,
+            ack: 0,
+            flags: "S",
+            payload: b"",
+        },
     );
     assert_eq!(v, Verdict::Forward(INSIDE));
 }
@@ -477,62 +445,47 @@ fn pickup_orients_the_session_from_the_control_port() {
     let mut e = ftpgate::engine::Engine::new(cfg, 1);
     let mut s = Collect::default();
     // First seen: the server's reply (outside → inside, which the rules would not allow as a new connection).
-    let (v, _) = feed(
+    let (v, _) = from_server(
         &mut e,
         &mut s,
         1,
-        OUTSIDE,
-        tcp(
-            SERVER_MAC,
-            GW_OUT_MAC,
-            Tcp {
-                src: ("198.51.100.20", 21),
-                dst: ("192.0.2.10", 40000),
-                seq: 7000,
-                ack: 5000,
-                flags: "PA",
-                payload: b"230 ok\r\n",
-            },
-        ),
+        Tcp {
+            src: ("198.51.100.20", 21),
+            dst: ("192.0.2.10", 40000),
+            seq: 7000,
+            ack: 5000,
+            flags: "PA",
+            payload: b"230 ok\r\n",
+        },
     );
     assert_eq!(v, Verdict::Forward(INSIDE), "judged as the client's connection to port 21");
     assert_eq!(s.of_kind("connection_new")[0]["src"], "192.0.2.10:40000");
-    let (v, _) = feed(
+    let (v, _) = from_client(
         &mut e,
         &mut s,
         2,
-        INSIDE,
-        tcp(
-            CLIENT_MAC,
-            GW_IN_MAC,
-            Tcp {
-                src: ("192.0.2.10", 40000),
-                dst: ("198.51.100.20", 21),
-                seq: 5000,
-                ack: 7008,
-                flags: "PA",
-                payload: b"NOOP\r\nPASV\r\n",
-            },
-        ),
+        Tcp {
+            src: ("192.0.2.10", 40000),
+            dst: ("198.51.100.20", 21),
+            seq: 5000,
+            ack: 7008,
+            flags: "PA",
+            payload: b"NOOP\r\nPASV\r\n",
+        },
     );
     assert_eq!(v, Verdict::Forward(OUTSIDE));
-    feed(
+    from_server(
         &mut e,
         &mut s,
         3,
-        OUTSIDE,
-        tcp(
-            SERVER_MAC,
-            GW_OUT_MAC,
-            Tcp {
-                src: ("198.51.100.20", 21),
-                dst: ("192.0.2.10", 40000),
-                seq: 7008,
-                ack: 5012,
-                flags: "PA",
-                payload: b"200 ok\r\n227 Entering Passive Mode (198,51,100,20,100,1)\r\n",
-            },
-        ),
+        Tcp {
+            src: ("198.51.100.20", 21),
+            dst: ("192.0.2.10", 40000),
+            seq: 7008,
+            ack: 5012,
+            flags: "PA",
+            payload: b"200 ok\r\n227 Entering Passive Mode (198,51,100,20,100,1)\r\n",
+        },
     );
     let pins = s.of_kind("pinhole_open");
     assert_eq!(pins.len(), 1);

@@ -266,6 +266,16 @@ pub fn decode_verified(frame: &[u8]) -> Seen {
     seen
 }
 
+/// Feed a TCP segment from the lab client, arriving on the inside.
+pub fn from_client(e: &mut Engine, sink: &mut Collect, t: u64, seg: Tcp<'_>) -> (Verdict, Vec<u8>) {
+    feed(e, sink, t, INSIDE, tcp(CLIENT_MAC, GW_IN_MAC, seg))
+}
+
+/// Feed a TCP segment from the lab server, arriving on the outside.
+pub fn from_server(e: &mut Engine, sink: &mut Collect, t: u64, seg: Tcp<'_>) -> (Verdict, Vec<u8>) {
+    feed(e, sink, t, OUTSIDE, tcp(SERVER_MAC, GW_OUT_MAC, seg))
+}
+
 /// Feed a frame; return the verdict and (for Forward) the emitted frame.
 pub fn feed(e: &mut Engine, sink: &mut Collect, t: u64, ingress: usize, frame: Vec<u8>) -> (Verdict, Vec<u8>) {
     let mut f = frame;
