@@ -34,6 +34,12 @@ pub trait Sink {
     /// a sink that writes output in input order files what `transmit` gives
     /// it under that frame (replay does; live sends as it comes).
     fn frame_start(&mut self, _i: usize) {}
+    /// Whether the sink reads `ftp_command`/`ftp_reply` lines. One that only
+    /// counts events (replay without an event log) says no, and is spared
+    /// half a million rendered lines per million frames.
+    fn wants_lines(&self) -> bool {
+        true
+    }
 }
 
 /// What became of one input frame. Every input frame gets exactly one.
@@ -159,7 +165,6 @@ pub struct Engine {
     alg_scratch: alg::Scratch,
     shard: Shard,
     seed: u64,
-    event_lines: bool,
     /// `config.interfaces[i].name`, shared by the events that name them.
     ifnames: Vec<std::sync::Arc<str>>,
 }
@@ -249,7 +254,6 @@ impl Engine {
             neighbors: shared.neighbors.clone(),
             alg_events: Vec::new(),
             alg_scratch: alg::Scratch::default(),
-            event_lines: true,
             ifnames: ifnames(&config),
             config,
         }
@@ -342,14 +346,6 @@ impl Engine {
     /// hold frames until they answer, instead of trusting captured MACs.
     pub fn set_resolve_neighbors(&mut self, on: bool) {
         self.resolve = on;
-    }
-
-    /// Whether `ftp_command`/`ftp_reply` events carry the line (the default).
-    /// A replay that writes no event log only counts events, and rendering
-    /// half a million lines per million frames just to drop them showed up
-    /// at several percent of its time.
-    pub fn set_event_lines(&mut self, on: bool) {
-        self.event_lines = on;
     }
 
     /// The FTP pinholes, shared with other workers and the admin endpoint.
@@ -735,7 +731,7 @@ impl Engine {
                 scratch: &mut self.alg_scratch,
                 capture: !self.resolve,
                 worker: self.shard.index,
-                lines: self.event_lines,
+                lines: cx.sink.wants_lines(),
             };
             let end = (t.payload + t.payload_len).min(frame.len());
             let seg = alg::Seg { seq: t.seq, ack: t.ack, flags: t.flags, payload: &frame[t.payload.min(end)..end] };

@@ -225,14 +225,10 @@ pub fn engines(config: Config, seed: u64, workers: u16) -> Vec<Engine> {
 /// `opts.workers` are not used (the engines have theirs).
 pub fn run_with<R: Read + Send>(
     reader: CaptureReader<R>,
-    mut engines: Vec<Engine>,
+    engines: Vec<Engine>,
     config_label: &str,
     opts: &Options,
 ) -> Result<Summary, ReplayError> {
-    for e in &mut engines {
-        // Without an event log, events are only counted.
-        e.set_event_lines(opts.events.is_some());
-    }
     let format = reader.format_name();
     let arrival = Arrival::new(engines[0].config());
     std::thread::scope(|s| {
@@ -786,6 +782,10 @@ impl Sink for ReplaySink {
 
     fn frame_start(&mut self, i: usize) {
         self.current = i;
+    }
+
+    fn wants_lines(&self) -> bool {
+        self.events.is_some()
     }
 
     fn event(&mut self, ev: Event) {

@@ -344,7 +344,7 @@ pub struct Ctx<'a> {
     /// Which worker this is (see `Pinhole::worker`).
     pub worker: u16,
     /// Whether command and reply events carry their line (see
-    /// `Engine::set_event_lines`).
+    /// `engine::Sink::wants_lines`).
     pub lines: bool,
 }
 
