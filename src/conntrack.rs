@@ -345,6 +345,19 @@ fn advise_huge_pages<T>(v: &Vec<T>) {
 /// (`Table::new`); beyond it the table grows by doubling.
 const PRESIZE_MAX: usize = 1 << 23;
 
+/// The table's tuple hash, to compute on another thread (replay's reading
+/// thread hashes frames ahead of the engine's): equal to `Table::hash` of
+/// the table it came from.
+#[derive(Clone)]
+pub struct TupleHasher(foldhash::quality::SeedableRandomState);
+
+impl TupleHasher {
+    #[inline]
+    pub fn hash(&self, t: &Tuple) -> u64 {
+        hash_tuple(&self.0, t)
+    }
+}
+
 pub struct Table {
     index: Index,
     hasher: foldhash::quality::SeedableRandomState,
@@ -398,6 +411,12 @@ impl Table {
     #[inline]
     pub fn hash(&self, t: &Tuple) -> u64 {
         hash_tuple(&self.hasher, t)
+    }
+
+    /// `hash`, as a value that can go to another thread. The seed is fixed
+    /// at `new`: growing the table keeps it.
+    pub fn hasher(&self) -> TupleHasher {
+        TupleHasher(self.hasher.clone())
     }
 
     #[inline]

@@ -11,7 +11,7 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use crate::config::{Config, IfIndex, Protocol};
-use crate::conntrack::{self, Conn, ConnId, Dir, Segment, State, Table, TcpDir, TcpOutcome, Tuple};
+use crate::conntrack::{self, Conn, ConnId, Dir, Segment, State, Table, TcpDir, TcpOutcome, Tuple, TupleHasher};
 use crate::event::{DropReason, EndReason, Endpoint, Event, EventKind, Pair};
 use crate::ftp::alg::{self, FtpSession, Pinholes, SegVerdict};
 use crate::nat::PortAllocator;
@@ -19,9 +19,7 @@ use crate::policy::{self, Flow};
 use crate::route::{self, Routes};
 use crate::time::Nanos;
 use crate::wire::parse::{parse_into, Parsed};
-use crate::wire::{
-    build, parse_frame, setters, tcp_flags, Arp, FrameKind, Mac, Meta, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP,
-};
+use crate::wire::{build, setters, tcp_flags, Arp, Mac, Meta, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP};
 
 /// Where the engine's output goes.
 pub trait Sink {
@@ -66,11 +64,48 @@ pub struct BatchFrame<'a> {
     /// When the frame arrived, if not the burst's time (replay: each frame
     /// keeps its capture time).
     pub at: Option<Nanos>,
+    /// The frame as `Preparsed::of` saw it, if the caller parsed it already.
+    pub pre: Option<&'a Preparsed>,
 }
 
 impl<'a> BatchFrame<'a> {
     pub fn new(ingress: IfIndex, packet: u64, frame: &'a mut Vec<u8>) -> BatchFrame<'a> {
-        BatchFrame { ingress, packet, frame, verdict: Verdict::Consumed, at: None }
+        BatchFrame { ingress, packet, frame, verdict: Verdict::Consumed, at: None, pre: None }
+    }
+}
+
+/// A frame parsed, and its tuple hashed, before it reaches the engine: the
+/// first step of `process_batch`, which a caller with a thread to spare can
+/// take there (replay's reading thread does). Parsing is pure, so the
+/// engine's answer is the same either way.
+#[derive(Clone, Copy, Debug)]
+pub struct Preparsed {
+    pub meta: Meta,
+    pub parsed: Parsed,
+    /// The table hash of the tuple (`Parsed::Ip` only, and only when a hasher was given).
+    pub hash: Option<u64>,
+}
+
+impl Preparsed {
+    pub const EMPTY: Preparsed = Preparsed { meta: Meta::EMPTY, parsed: Parsed::Other { ethertype: 0 }, hash: None };
+
+    /// Parse `frame` into `self`; with `hasher` (from `Engine::hasher` of the
+    /// engine that will process it), hash its tuple too.
+    pub fn parse(&mut self, frame: &[u8], hasher: Option<&TupleHasher>) {
+        self.parsed = parse_into(frame, &mut self.meta);
+        self.hash = match (self.parsed, hasher) {
+            (Parsed::Ip, Some(h)) => Some(h.hash(&tuple_of(&self.meta))),
+            _ => None,
+        };
+    }
+
+    /// The sender's address: IP source, or an ARP packet's sender.
+    pub fn source(&self) -> Option<IpAddr> {
+        match self.parsed {
+            Parsed::Ip => Some(self.meta.src),
+            Parsed::Arp(a) => Some(IpAddr::V4(a.spa)),
+            _ => None,
+        }
     }
 }
 
@@ -263,6 +298,11 @@ impl Engine {
         &self.config
     }
 
+    /// This engine's table hash, for `Preparsed::parse` on another thread.
+    pub fn hasher(&self) -> TupleHasher {
+        self.table.hasher()
+    }
+
     /// Size the (still empty) connection table for `n` connections instead
     /// of the configured limit; it grows when it must. For replay: a capture
     /// rarely holds many connections at once, and a small index stays in
@@ -363,17 +403,6 @@ impl Engine {
         self.macs[iface] = mac;
     }
 
-    /// The address that says which interface a frame arrived on when a
-    /// capture does not (`Routes::ingress_for_source`): an IP frame's
-    /// source, an ARP frame's sender.
-    pub fn frame_source(frame: &[u8]) -> Option<IpAddr> {
-        match parse_frame(frame) {
-            FrameKind::Ip(m) => Some(m.src),
-            FrameKind::Arp(a) => Some(IpAddr::V4(a.spa)),
-            _ => None,
-        }
-    }
-
     /// Process one frame received on `ingress` at `now`. `packet` is the
     /// 1-based input frame index carried into events. The frame may be
     /// rewritten in place (and grow or shrink for ALG rewrites).
@@ -403,14 +432,19 @@ impl Engine {
         let mut pos = 0;
         for group in batch.chunks_mut(BATCH) {
             for (i, bf) in group.iter().enumerate() {
-                parsed[i] = parse_into(bf.frame, &mut metas[i]);
+                match bf.pre {
+                    Some(p) => (metas[i], parsed[i], hashes[i]) = (p.meta, p.parsed, p.hash),
+                    None => (parsed[i], hashes[i]) = (parse_into(bf.frame, &mut metas[i]), None),
+                }
+                debug_assert!(hashes[i].is_none_or(|h| h == self.table.hash(&tuple_of(&metas[i]))), "foreign hasher");
+                if parsed[i] == Parsed::Ip && hashes[i].is_none() {
+                    hashes[i] = Some(self.table.hash(&tuple_of(&metas[i])));
+                }
                 // A guess is enough: the frame may turn out not to need the
                 // lookup (ARP, link scope, a later fragment); a prefetch is harmless.
-                hashes[i] = (parsed[i] == Parsed::Ip).then(|| {
-                    let h = self.table.hash(&tuple_of(&metas[i]));
+                if let Some(h) = hashes[i] {
                     self.table.prefetch_index(h);
-                    h
-                });
+                }
             }
             for h in hashes[..group.len()].iter().flatten() {
                 self.table.prefetch_conn(*h);

@@ -16,7 +16,8 @@ use std::time::{Duration, Instant};
 
 use crate::capture::{strip_os_error, CaptureError, CaptureInterface, CaptureReader, FrameMeta, PcapNgOut};
 use crate::config::{self, Config, ConfigError, IfIndex};
-use crate::engine::{BatchFrame, Engine, Sink, Verdict, BATCH};
+use crate::conntrack::TupleHasher;
+use crate::engine::{BatchFrame, Engine, Preparsed, Sink, Verdict, BATCH};
 use crate::event::{DropReason, Endpoint, Event, EventKind};
 use crate::time::Nanos;
 
@@ -231,12 +232,15 @@ pub fn run_with<R: Read + Send>(
 ) -> Result<Summary, ReplayError> {
     let format = reader.format_name();
     let arrival = Arrival::new(engines[0].config());
+    // One engine takes bursts of frames the reading thread has already
+    // parsed and hashed (with its hasher); several take frames one at a time.
+    let hasher = (engines.len() == 1).then(|| engines[0].hasher());
     std::thread::scope(|s| {
         let (tx, rx) = std::sync::mpsc::sync_channel(4);
         let (back_tx, back_rx) = std::sync::mpsc::sync_channel(8);
         let reading = std::thread::Builder::new()
             .name("ftpgate-read".into())
-            .spawn_scoped(s, move || read_ahead(reader, arrival, tx, back_rx))
+            .spawn_scoped(s, move || read_ahead(reader, arrival, hasher, tx, back_rx))
             .map_err(|e| ReplayError::Io {
                 action: "start a thread to read",
                 path: opts.input.clone(),
@@ -262,8 +266,14 @@ struct Chunk {
     metas: Vec<Option<FrameMeta>>,
     /// Per frame: the interface it arrived on, see `Arrival`.
     arrivals: Vec<Arrived>,
-    /// bufs[i] holds frame i; buffers travel back and forth and are reused.
-    bufs: Vec<Vec<u8>>,
+    /// Per frame: the frame parsed.
+    pre: Vec<Preparsed>,
+    /// The frames end to end; frame i is `data[ends[i - 1]..ends[i]]`. One
+    /// buffer read front to back (chunks travel back and forth and are
+    /// reused) stays in cache better than a buffer per frame: with those,
+    /// the engine's thread met each frame cold.
+    data: Vec<u8>,
+    ends: Vec<usize>,
     progress: (u64, Option<u64>),
     frames: u64,
     /// After the last frame: Ok(warning about a truncated end) or the error
@@ -272,29 +282,36 @@ struct Chunk {
 }
 
 /// The reading thread: decode the capture into chunks, in order, until its
-/// end or an error, or until the replay stops listening. Decoding and file
-/// reading are about a fifth of a replay's work; on their own thread they
-/// overlap the engine's.
+/// end or an error, or until the replay stops listening. Decoding, file
+/// reading and parsing each frame are about a third of a replay's work; on
+/// their own thread they overlap the engine's.
 fn read_ahead<R: Read>(
     mut reader: CaptureReader<R>,
     mut arrival: Arrival,
+    hasher: Option<TupleHasher>,
     tx: SyncSender<Chunk>,
     back: Receiver<Chunk>,
 ) {
+    let mut frame = Vec::with_capacity(64 * 1024);
     loop {
         let mut c = back.try_recv().unwrap_or_default();
         c.metas.clear();
         c.arrivals.clear();
+        c.data.clear();
+        c.ends.clear();
         let mut end = None;
         while c.metas.len() < CHUNK {
             let i = c.metas.len();
-            if c.bufs.len() <= i {
-                c.bufs.push(Vec::with_capacity(2048));
+            if c.pre.len() <= i {
+                c.pre.push(Preparsed::EMPTY);
             }
-            match reader.next_frame(&mut c.bufs[i]) {
+            match reader.next_frame(&mut frame) {
                 Ok(Some(m)) => {
-                    c.arrivals.push(arrival.of(reader.interfaces(), &m, &c.bufs[i]));
+                    c.pre[i].parse(&frame, hasher.as_ref());
+                    c.arrivals.push(arrival.of(reader.interfaces(), &m, &c.pre[i]));
                     c.metas.push(Some(m));
+                    c.data.extend_from_slice(&frame);
+                    c.ends.push(c.data.len());
                 }
                 Ok(None) => {
                     end = Some(Ok(reader.warning().map(str::to_string)));
@@ -328,11 +345,18 @@ struct Feed {
 }
 
 impl Feed {
-    /// The next frame into `frame` (whose old buffer goes back to the reader).
-    fn next_frame(&mut self, frame: &mut Vec<u8>) -> Result<Option<(FrameMeta, Arrived)>, CaptureError> {
+    /// The next frame into `frame` and `pre`.
+    fn next_frame(
+        &mut self,
+        frame: &mut Vec<u8>,
+        pre: &mut Preparsed,
+    ) -> Result<Option<(FrameMeta, Arrived)>, CaptureError> {
         loop {
             if let Some(meta) = self.cur.metas.get_mut(self.pos).and_then(Option::take) {
-                std::mem::swap(frame, &mut self.cur.bufs[self.pos]);
+                let start = if self.pos == 0 { 0 } else { self.cur.ends[self.pos - 1] };
+                frame.clear();
+                frame.extend_from_slice(&self.cur.data[start..self.cur.ends[self.pos]]);
+                *pre = self.cur.pre[self.pos];
                 let arrived = self.cur.arrivals[self.pos];
                 self.pos += 1;
                 return Ok(Some((meta, arrived)));
@@ -407,23 +431,36 @@ fn replay_frames(
     let mut drops = [0u64; DropReason::ALL.len()];
     let mut clock = Clock::default();
     let mut progress = Progress::new(!opts.quiet && io::stderr().is_terminal());
-    let mut frame = Vec::with_capacity(64 * 1024);
 
     // One worker: frames go to the engine in bursts (`process_batch`, which
     // overlaps the table's cache misses); with several, one at a time to
     // the worker the dispatch rule names.
     let bursts = engines.len() == 1;
     let mut slots: Vec<Slot> = (0..BATCH)
-        .map(|_| Slot { frame: Vec::with_capacity(64 * 1024), packet: 0, now: Nanos::ZERO, ingress: 0 })
+        .map(|_| Slot {
+            frame: Vec::with_capacity(64 * 1024),
+            pre: Preparsed::EMPTY,
+            packet: 0,
+            now: Nanos::ZERO,
+            ingress: 0,
+        })
         .collect();
     let mut n = 0;
 
-    while let Some((meta, Arrived { named, ingress })) = reader.next_frame(&mut frame)? {
+    // Each frame is read into the next free slot; only a frame for the
+    // burst takes it (n += 1), any other is done with before the next read.
+    while let Some((meta, Arrived { named, ingress })) = {
+        let Slot { frame, pre, .. } = &mut slots[n];
+        reader.next_frame(frame, pre)?
+    } {
         let (now, tick) = clock.advance(meta.ts);
         if tick {
             // What arrived before the tick is processed before it.
             burst(&mut engines[0], &mut slots, n, &mut sink, &mut summary, &mut drops);
-            n = 0;
+            if n > 0 {
+                slots.swap(0, n);
+                n = 0;
+            }
             sink.now = now;
             for engine in engines.iter_mut() {
                 engine.tick(now, &mut sink);
@@ -435,7 +472,6 @@ fn replay_frames(
         if let (Some(ingress), true) = (ingress, bursts) {
             summary.interfaces[ingress].frames_in += 1;
             let slot = &mut slots[n];
-            std::mem::swap(&mut frame, &mut slot.frame);
             (slot.packet, slot.now, slot.ingress) = (meta.index, now, ingress);
             n += 1;
             if n == BATCH {
@@ -444,13 +480,17 @@ fn replay_frames(
             }
         } else if let Some(ingress) = ingress {
             summary.interfaces[ingress].frames_in += 1;
-            let w = dispatch.worker(ingress, &frame) as usize;
-            let v = engines[w].process(now, meta.index, ingress, &mut frame, &mut sink);
-            account(v, &frame, &mut sink, &mut summary, &mut drops);
+            let frame = &mut slots[n].frame;
+            let w = dispatch.worker(ingress, frame) as usize;
+            let v = engines[w].process(now, meta.index, ingress, frame, &mut sink);
+            account(v, frame, &mut sink, &mut summary, &mut drops);
         } else {
             // Events keep input order: what waits in the burst goes first.
             burst(&mut engines[0], &mut slots, n, &mut sink, &mut summary, &mut drops);
-            n = 0;
+            if n > 0 {
+                slots.swap(0, n);
+                n = 0;
+            }
             sink.now = now;
             if let Some(why) = meta.unsupported {
                 match named {
@@ -476,7 +516,7 @@ fn replay_frames(
                 summary.no_interface += 1;
                 summary.dropped += 1;
                 drops[drop_index(DropReason::NoRoute)] += 1;
-                let (src, dst) = endpoints(&frame);
+                let (src, dst) = endpoints(&slots[n].frame);
                 sink.event(Event::new(
                     now,
                     Some(meta.index),
@@ -562,7 +602,7 @@ impl Arrival {
         }
     }
 
-    fn of(&mut self, ifaces: &[CaptureInterface], meta: &FrameMeta, frame: &[u8]) -> Arrived {
+    fn of(&mut self, ifaces: &[CaptureInterface], meta: &FrameMeta, pre: &Preparsed) -> Arrived {
         while self.iface_map.len() < ifaces.len() {
             let ci = &ifaces[self.iface_map.len()];
             self.iface_map.push(ci.name.as_deref().and_then(|n| match_interface(&self.config, n)));
@@ -572,7 +612,7 @@ impl Arrival {
             None
         } else {
             let n = self.config.interfaces.len();
-            named.or_else(|| self.cache.get(&self.routes, frame).filter(|&i| i < n))
+            named.or_else(|| self.cache.get(&self.routes, pre).filter(|&i| i < n))
         };
         Arrived { named, ingress }
     }
@@ -590,8 +630,9 @@ impl IngressCache {
     /// Bound on remembered sources; past it the cache starts again.
     const MAX: usize = 1 << 16;
 
-    fn get(&mut self, routes: &crate::route::Routes, frame: &[u8]) -> Option<IfIndex> {
-        let src = Engine::frame_source(frame)?;
+    /// Which interface holds the frame's source (an ARP packet's sender).
+    fn get(&mut self, routes: &crate::route::Routes, pre: &Preparsed) -> Option<IfIndex> {
+        let src = pre.source()?;
         if let Some(&i) = self.known.get(&src) {
             return i;
         }
@@ -607,6 +648,7 @@ impl IngressCache {
 /// A frame waiting for its burst.
 struct Slot {
     frame: Vec<u8>,
+    pre: Preparsed,
     packet: u64,
     now: Nanos,
     ingress: IfIndex,
@@ -631,9 +673,10 @@ fn burst(
     }
     let mut it = slots.iter_mut();
     let mut bfs: [BatchFrame<'_>; BATCH] = std::array::from_fn(|_| {
-        let s = it.next().expect("BATCH slots");
-        let mut bf = BatchFrame::new(s.ingress, s.packet, &mut s.frame);
-        bf.at = Some(s.now);
+        let Slot { frame, pre, packet, now, ingress } = it.next().expect("BATCH slots");
+        let mut bf = BatchFrame::new(*ingress, *packet, frame);
+        bf.at = Some(*now);
+        bf.pre = Some(pre);
         bf
     });
     sink.hold = true;

@@ -6,13 +6,15 @@
 //! FTP sessions (ALG rewrites, pinholes, data connections), a connection
 //! created and answered inside one burst, connections ending and their
 //! tuples reused, policy and no-connection drops, unparsable frames, TTL
-//! expiry, ICMP and UDP.
+//! expiry, ICMP and UDP. Each case runs twice: with the engine parsing
+//! each frame, and with frames parsed and hashed beforehand
+//! (`Preparsed`, as replay's reading thread does).
 
 mod common;
 use common::*;
 
 use ftpgate::config::Config;
-use ftpgate::engine::{BatchFrame, Engine, Verdict};
+use ftpgate::engine::{BatchFrame, Engine, Preparsed, Verdict};
 use ftpgate::time::Nanos;
 
 /// One input frame: ingress interface and bytes.
@@ -21,8 +23,9 @@ type Input = (usize, Vec<u8>);
 /// Feed `frames` to two engines, one with `process` and one with
 /// `process_batch`, in bursts whose sizes cycle through `bursts`, and assert
 /// that everything observable is the same. Returns how many verdicts of
-/// each kind were seen (to check the input really was mixed).
-fn same_as_one_by_one(config: &Config, frames: &[Input], bursts: &[usize]) -> [usize; 3] {
+/// each kind were seen (to check the input really was mixed). With
+/// `preparse`, the burst's frames come parsed and hashed.
+fn same_as_one_by_one(config: &Config, frames: &[Input], bursts: &[usize], preparse: bool) -> [usize; 3] {
     let mut one = Engine::new(config.clone(), 42);
     let mut many = Engine::new(config.clone(), 42);
     let (mut s1, mut s2) = (Collect::default(), Collect::default());
@@ -44,8 +47,25 @@ fn same_as_one_by_one(config: &Config, frames: &[Input], bursts: &[usize]) -> [u
         }
 
         let mut bufs: Vec<Vec<u8>> = group.iter().map(|(_, f)| f.clone()).collect();
-        let mut batch: Vec<BatchFrame<'_>> =
-            bufs.iter_mut().enumerate().map(|(j, b)| BatchFrame::new(group[j].0, (i + j + 1) as u64, b)).collect();
+        let hasher = many.hasher();
+        let pre: Vec<Preparsed> = bufs
+            .iter()
+            .map(|b| {
+                let mut p = Preparsed::EMPTY;
+                p.parse(b, Some(&hasher));
+                p
+            })
+            .collect();
+        let mut batch: Vec<BatchFrame<'_>> = bufs
+            .iter_mut()
+            .zip(&pre)
+            .enumerate()
+            .map(|(j, (b, p))| {
+                let mut bf = BatchFrame::new(group[j].0, (i + j + 1) as u64, b);
+                bf.pre = preparse.then_some(p);
+                bf
+            })
+            .collect();
         many.process_batch(t, &mut batch, &mut s2);
         let verdicts: Vec<Verdict> = batch.iter().map(|b| b.verdict).collect();
         drop(batch);
@@ -105,8 +125,8 @@ fn recordings() -> (Config, Vec<Input>) {
 #[test]
 fn batch_matches_frame_by_frame_on_recorded_ftp_sessions() {
     let (config, frames) = recordings();
-    for bursts in [&[16][..], &[1, 7, 32, 3, 16, 2]] {
-        let kinds = same_as_one_by_one(&config, &frames, bursts);
+    for (bursts, preparse) in [(&[16][..], false), (&[1, 7, 32, 3, 16, 2], false), (&[16], true), (&[5, 1, 13], true)] {
+        let kinds = same_as_one_by_one(&config, &frames, bursts, preparse);
         assert!(kinds[0] > 100, "mostly forwarded: {kinds:?}");
     }
 }
@@ -225,8 +245,10 @@ fn batch_matches_frame_by_frame_on_a_synthetic_mix() {
     let mut config = lab_config(true);
     config.nat.ports = ftpgate::config::PortMode::Preserve;
     let frames = synthetic();
-    for bursts in [&[16][..], &[32], &[5, 1, 13, 32, 2]] {
-        let kinds = same_as_one_by_one(&config, &frames, bursts);
+    for (bursts, preparse) in
+        [(&[16][..], false), (&[32], false), (&[5, 1, 13, 32, 2], false), (&[16], true), (&[3, 32], true)]
+    {
+        let kinds = same_as_one_by_one(&config, &frames, bursts, preparse);
         assert!(kinds.iter().all(|&n| n > 10), "forwarded, dropped and consumed all seen: {kinds:?}");
     }
 }
