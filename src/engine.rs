@@ -950,9 +950,13 @@ impl Engine {
             return self.pickup(cx, ingress, frame, m);
         }
         if m.proto == PROTO_TCP {
+            // A pinhole admits its peer only where that peer is: the same
+            // source arriving on another interface is spoofed (or routed
+            // asymmetrically) and meets the policy like any other SYN.
             let now = self.now;
-            let taken = self.pinholes.remove_if(&(m.dst, m.dport), |_, p| p.peer == m.src && p.expires > now);
-            if let Some((_, pin)) = taken {
+            let admits = |p: &alg::Pinhole| p.peer == m.src && p.ingress == ingress && p.expires > now;
+            let offered = self.pinholes.get(&(m.dst, m.dport)).filter(|p| admits(p)).map(|p| p.clone());
+            if let Some(pin) = offered {
                 return self.pinhole_conn(cx, ingress, frame, m, pin);
             }
         }
@@ -1135,10 +1139,8 @@ impl Engine {
         m: &mut Meta,
         pin: alg::Pinhole,
     ) -> Verdict {
-        if let Some(sess) = self.session_of(pin.control) {
-            sess.pinholes.retain(|k| *k != (pin.address, pin.port));
-        }
-        cx.event(self.now, EventKind::PinholeUse { session: pin.session, address: pin.address, port: pin.port });
+        // The pinhole is used up only once the data connection can be made:
+        // a SYN dropped here leaves it open for the peer's retransmission.
         let dst = pin.target;
         let Some(hop) = self.routes.lookup(dst.0) else {
             let detail = format!("no route to {}", dst.0);
@@ -1158,6 +1160,19 @@ impl Engine {
                 src = (public, port);
             }
         }
+        let key = (pin.address, pin.port);
+        let same = |p: &alg::Pinhole| p.control == pin.control && p.worker == pin.worker && p.peer == pin.peer;
+        if self.pinholes.remove_if(&key, |_, p| same(p)).is_none() {
+            // Another worker's SYN from the same peer took it first.
+            let detail = format!("pinhole {}:{} already used", key.0, key.1);
+            return self.drop(cx, DropReason::NoConnection, None, Some(m), detail);
+        }
+        if pin.worker == self.shard.index {
+            if let Some(sess) = self.session_of(pin.control) {
+                sess.pinholes.retain(|k| *k != key);
+            }
+        }
+        cx.event(self.now, EventKind::PinholeUse { session: pin.session, address: pin.address, port: pin.port });
         self.create_conn(cx, ingress, hop.iface, hop.next_hop, frame, m, src, dst, Some(pin.control))
     }
 

@@ -372,6 +372,34 @@ fn no_nat_opens_pinholes_without_rewriting() {
 }
 
 #[test]
+fn a_pinhole_admits_its_peer_only_on_the_peers_interface() {
+    let mut sim = FtpSim::masq(lab_config(false));
+    sim.greet();
+    sim.client(b"PORT 192,0,2,10,100,1\r\n");
+    assert_eq!(sim.s.of_kind("pinhole_open").len(), 1);
+    let syn = |sport| Tcp {
+        src: ("198.51.100.20", sport),
+        dst: ("192.0.2.10", 100 * 256 + 1),
+        seq: 1,
+        ack: 0,
+        flags: "S",
+        payload: b"",
+    };
+    // The server's address, but from the inside: spoofed. The pinhole does
+    // not apply (the policy decides, as for any SYN) and is not used up.
+    let (v, _) = feed(&mut sim.e, &mut sim.s, 70, INSIDE, tcp(CLIENT_MAC, GW_IN_MAC, syn(20)));
+    assert_ne!(v, Verdict::Forward(INSIDE), "spoofed SYN went through the pinhole");
+    assert!(sim.s.of_kind("pinhole_use").is_empty(), "{:?}", sim.s.of_kind("pinhole_use"));
+    // The real server, from the outside, still finds it.
+    let (v, _) = from_server(&mut sim.e, &mut sim.s, 71, syn(20));
+    assert_eq!(v, Verdict::Forward(INSIDE));
+    assert_eq!(sim.s.of_kind("pinhole_use").len(), 1);
+    // Used once: a second connection from the server is the policy's again.
+    let (v, _) = from_server(&mut sim.e, &mut sim.s, 72, syn(21));
+    assert_ne!(v, Verdict::Forward(INSIDE));
+}
+
+#[test]
 fn ipv6_eprt_opens_a_pinhole_for_the_announced_port() {
     let mut sim = FtpSim::start(
         lab_config(false),
