@@ -16,6 +16,10 @@ use std::collections::HashMap;
 use std::hash::BuildHasher;
 
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use dashmap::DashMap;
 
 use crate::config::{IfIndex, Timeouts};
 use crate::time::Nanos;
@@ -366,6 +370,41 @@ pub struct Table {
     live: usize,
     sweep_cursor: usize,
     per_source: HashMap<IpAddr, u32, foldhash::fast::RandomState>,
+    /// With several workers: the gateway's counts, which the limits apply to.
+    shared: Option<SharedCounts>,
+}
+
+/// Connections counted across the tables of every worker of one gateway,
+/// so `limits.max_connections` and `max_connections_per_source` bound the
+/// gateway and not each worker: a source whose connections the dispatch
+/// spreads over N workers would otherwise get N times its limit. A table
+/// keeps its own counts too (for its memory figure and as a check).
+#[derive(Clone, Default)]
+pub struct SharedCounts {
+    total: Arc<AtomicUsize>,
+    per_source: Arc<DashMap<IpAddr, u32, foldhash::fast::RandomState>>,
+}
+
+impl SharedCounts {
+    fn add(&self, src: IpAddr) {
+        self.total.fetch_add(1, Ordering::Relaxed);
+        *self.per_source.entry(src).or_insert(0) += 1;
+    }
+
+    fn sub(&self, src: IpAddr) {
+        self.total.fetch_sub(1, Ordering::Relaxed);
+        // The entry's guard is dropped before `remove_if` takes the shard again.
+        let now_zero = match self.per_source.get_mut(&src) {
+            Some(mut n) => {
+                *n = n.saturating_sub(1);
+                *n == 0
+            }
+            None => false,
+        };
+        if now_zero {
+            self.per_source.remove_if(&src, |_, n| *n == 0);
+        }
+    }
 }
 
 pub enum Lookup {
@@ -391,6 +430,24 @@ impl Table {
             live: 0,
             sweep_cursor: 0,
             per_source: HashMap::default(),
+            shared: None,
+        }
+    }
+
+    /// Count this table's connections in `counts` too (shared by every
+    /// worker's table); `total` and `count_for_source` then answer for all.
+    pub fn share_counts(&mut self, counts: SharedCounts) {
+        for c in self.conns.iter().flatten() {
+            counts.add(c.orig.src);
+        }
+        self.shared = Some(counts);
+    }
+
+    /// Connections of the whole gateway (every worker's table, when shared).
+    pub fn total(&self) -> usize {
+        match &self.shared {
+            Some(s) => s.total.load(Ordering::Relaxed),
+            None => self.live,
         }
     }
 
@@ -404,6 +461,9 @@ impl Table {
 
     /// Connections currently counted against `src` (for `max_connections_per_source`).
     pub fn count_for_source(&self, src: IpAddr) -> u32 {
+        if let Some(s) = &self.shared {
+            return s.per_source.get(&src).map_or(0, |n| *n);
+        }
         self.per_source.get(&src).copied().unwrap_or(0)
     }
 
@@ -489,6 +549,9 @@ impl Table {
         };
         let (orig, reply) = (conn.orig, conn.reply);
         *self.per_source.entry(conn.orig.src).or_insert(0) += 1;
+        if let Some(s) = &self.shared {
+            s.add(conn.orig.src);
+        }
         self.conns[id as usize] = Some(conn);
         let (ho, hr) = (self.hash(&orig), self.hash(&reply));
         self.index.insert(ho, (id << 1) | Dir::Orig as u32);
@@ -511,6 +574,9 @@ impl Table {
             if *n == 0 {
                 self.per_source.remove(&conn.orig.src);
             }
+        }
+        if let Some(s) = &self.shared {
+            s.sub(conn.orig.src);
         }
         self.free.push(id);
         self.live -= 1;

@@ -224,6 +224,8 @@ pub type Neighbors = std::sync::Arc<dashmap::DashMap<(IfIndex, IpAddr), Mac, fol
 pub struct Shared {
     pub pinholes: Pinholes,
     pub neighbors: Neighbors,
+    /// Connection counts for the limits, with more than one worker.
+    pub counts: Option<conntrack::SharedCounts>,
 }
 
 impl Default for Shared {
@@ -231,6 +233,7 @@ impl Default for Shared {
         Shared {
             pinholes: alg::new_pinholes(),
             neighbors: std::sync::Arc::new(dashmap::DashMap::with_hasher(foldhash::fast::RandomState::default())),
+            counts: None,
         }
     }
 }
@@ -247,7 +250,7 @@ impl Engine {
     /// `replay` both build them here, so replay splits as the gateway does.
     pub fn workers(config: &Config, seed: u64, workers: u16) -> Vec<Engine> {
         let n = workers.max(1);
-        let shared = Shared::default();
+        let shared = Shared { counts: (n > 1).then(conntrack::SharedCounts::default), ..Shared::default() };
         (0..n)
             .map(|k| {
                 let s = seed.wrapping_add(u64::from(k).wrapping_mul(0x9e37_79b9_7f4a_7c15));
@@ -269,10 +272,14 @@ impl Engine {
             .enumerate()
             .map(|(i, ifc)| ifc.mac.unwrap_or([0x02, 0x66, 0x67, 0x00, 0x00, (i as u8).wrapping_add(1)]))
             .collect();
+        // Sized for the configured limit, so the index never rehashes under load.
+        let mut table = Table::new(seed ^ TABLE_SEED, capacity);
+        if let Some(counts) = &shared.counts {
+            table.share_counts(counts.clone());
+        }
         Engine {
             routes: Routes::new(&config),
-            // Sized for the configured limit, so the index never rehashes under load.
-            table: Table::new(seed ^ TABLE_SEED, capacity),
+            table,
             seed,
             ports: PortAllocator::with_stride(seed, count),
             shard: Shard { index: shard.index, count },
@@ -937,7 +944,7 @@ impl Engine {
         }
 
         let limits = &self.config.limits;
-        if self.table.len() >= limits.max_connections as usize {
+        if self.table.total() >= limits.max_connections as usize {
             let detail = format!("connection table full ({} connections)", limits.max_connections);
             return self.drop(cx, DropReason::Limit, None, Some(m), detail);
         }

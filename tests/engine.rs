@@ -230,6 +230,41 @@ fn connection_limit_drops_new_but_established_flows() {
     assert_eq!(v, Verdict::Forward(OUTSIDE), "known connections keep flowing");
 }
 
+/// With several workers the limits bound the gateway, not each worker:
+/// connections of one source spread over two workers count together, and
+/// a connection that ends gives its place back to either worker.
+#[test]
+fn limits_count_connections_across_workers() {
+    let mut cfg = lab_config(true);
+    cfg.limits.max_connections_per_source = 3;
+    cfg.limits.max_connections = 5;
+    let mut w = Engine::workers(&cfg, 7, 2);
+    let mut s = Collect::default();
+    let open = |w: &mut Vec<Engine>, s: &mut Collect, k: usize, src: &'static str, port: u16, t: u64| {
+        let f = tcp(CLIENT_MAC, GW_IN_MAC, syn((src, port), ("198.51.100.20", 80), 1));
+        feed(&mut w[k], s, t, INSIDE, f).0
+    };
+    // Two on worker 0, one on worker 1: the source's three.
+    assert_eq!(open(&mut w, &mut s, 0, "192.0.2.10", 1000, 1), Verdict::Forward(OUTSIDE));
+    assert_eq!(open(&mut w, &mut s, 0, "192.0.2.10", 1001, 1), Verdict::Forward(OUTSIDE));
+    assert_eq!(open(&mut w, &mut s, 1, "192.0.2.10", 1002, 1), Verdict::Forward(OUTSIDE));
+    assert_eq!(open(&mut w, &mut s, 1, "192.0.2.10", 1003, 2), Verdict::Drop(DropReason::Limit), "per source, both workers");
+    assert_eq!(open(&mut w, &mut s, 0, "192.0.2.10", 1004, 2), Verdict::Drop(DropReason::Limit));
+    // Another source: two more reach the gateway's five.
+    assert_eq!(open(&mut w, &mut s, 1, "192.0.2.11", 1000, 3), Verdict::Forward(OUTSIDE));
+    assert_eq!(open(&mut w, &mut s, 0, "192.0.2.11", 1001, 3), Verdict::Forward(OUTSIDE));
+    assert_eq!(open(&mut w, &mut s, 1, "192.0.2.11", 1002, 3), Verdict::Drop(DropReason::Limit), "table full across workers");
+    // Worker 0's unanswered SYNs time out (worker 1's clock stays put):
+    // their places are free for worker 1.
+    for secs in [200, 201, 202] {
+        w[0].tick(ftpgate::time::Nanos(secs * 1_000_000_000), &mut s);
+    }
+    assert_eq!(w[0].table().len(), 0);
+    assert_eq!(open(&mut w, &mut s, 1, "192.0.2.10", 1005, 5), Verdict::Forward(OUTSIDE));
+    assert_eq!(open(&mut w, &mut s, 1, "192.0.2.10", 1006, 5), Verdict::Forward(OUTSIDE));
+    assert_eq!(open(&mut w, &mut s, 1, "192.0.2.10", 1007, 5), Verdict::Drop(DropReason::Limit));
+}
+
 #[test]
 fn gateway_answers_arp_and_ping_for_itself() {
     let mut e = Engine::new(lab_config(true), 7);
