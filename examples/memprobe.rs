@@ -21,40 +21,15 @@
 #[path = "../benches/fixture/mod.rs"]
 mod fixture;
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::mem::size_of;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use ftpgate::conntrack::{Conn, Tuple};
 use ftpgate::engine::{BatchFrame, Engine, Verdict, BATCH};
 use ftpgate::time::Nanos;
 
+use fixture::counting::{allocs, Counting};
 use fixture::{rss_bytes, shuffled, Flow, Lab, NullSink, Template, Way, INSIDE, LARGE, OUTSIDE, SMALL};
-
-/// Counts heap allocations, to show the measured loop makes none.
-struct Counting;
-
-static ALLOCS: AtomicU64 = AtomicU64::new(0);
-
-// SAFETY: forwards every call to the system allocator unchanged; only counts.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-        ALLOCS.fetch_add(1, Ordering::Relaxed);
-        System.alloc(l)
-    }
-    unsafe fn alloc_zeroed(&self, l: Layout) -> *mut u8 {
-        ALLOCS.fetch_add(1, Ordering::Relaxed);
-        System.alloc_zeroed(l)
-    }
-    unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
-        ALLOCS.fetch_add(1, Ordering::Relaxed);
-        System.realloc(p, l, n)
-    }
-    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
-        System.dealloc(p, l)
-    }
-}
 
 #[global_allocator]
 static GLOBAL: Counting = Counting;
@@ -147,7 +122,7 @@ fn push(n: usize, frames: u64, random: bool, ways: &[Way], large: bool, batch: b
     let counters = perf::Counters::open();
     // The harness's own frame buffers, allocated before counting starts.
     let mut bufs: Vec<Vec<u8>> = (0..BATCH).map(|_| Vec::with_capacity(2048)).collect();
-    let allocs0 = ALLOCS.load(Ordering::Relaxed);
+    let allocs0 = allocs();
     counters.start();
     let start = Instant::now();
     let cpu0 = thread_cpu_ns();
@@ -159,7 +134,7 @@ fn push(n: usize, frames: u64, random: bool, ways: &[Way], large: bool, batch: b
     let cpu = thread_cpu_ns() - cpu0;
     let wall = start.elapsed();
     let c = counters.stop();
-    let allocs = ALLOCS.load(Ordering::Relaxed) - allocs0;
+    let allocs = allocs() - allocs0;
     assert_eq!(wrong, 0, "every frame is forwarded");
     let per = |x: u64| x as f64 / frames as f64;
     println!(

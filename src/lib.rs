@@ -20,3 +20,14 @@ pub mod replay;
 pub mod route;
 pub mod time;
 pub mod wire;
+
+/// The lib's unit tests count their thread's allocations (the ALG's test
+/// that a control line costs one); the allocator is the one the benchmark
+/// fixture and `tests/no_alloc.rs` use.
+#[cfg(test)]
+#[path = "../benches/fixture/counting.rs"]
+mod counting;
+
+#[cfg(test)]
+#[global_allocator]
+static COUNTING: counting::Counting = counting::Counting;

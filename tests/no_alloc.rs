@@ -7,35 +7,10 @@
 #[path = "../benches/fixture/mod.rs"]
 mod fixture;
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicU64, Ordering};
-
 use ftpgate::engine::{BatchFrame, Verdict, BATCH};
 
+use fixture::counting::{allocs, Counting};
 use fixture::{shuffled, Lab, NullSink, Template, Way, INSIDE, LARGE, OUTSIDE, SMALL};
-
-struct Counting;
-
-static ALLOCS: AtomicU64 = AtomicU64::new(0);
-
-// SAFETY: forwards every call to the system allocator unchanged; only counts.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-        ALLOCS.fetch_add(1, Ordering::Relaxed);
-        System.alloc(l)
-    }
-    unsafe fn alloc_zeroed(&self, l: Layout) -> *mut u8 {
-        ALLOCS.fetch_add(1, Ordering::Relaxed);
-        System.alloc_zeroed(l)
-    }
-    unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
-        ALLOCS.fetch_add(1, Ordering::Relaxed);
-        System.realloc(p, l, n)
-    }
-    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
-        System.dealloc(p, l)
-    }
-}
 
 #[global_allocator]
 static A: Counting = Counting;
@@ -54,7 +29,7 @@ fn established_frames_allocate_nothing() {
 
     // One frame at a time.
     let mut buf: Vec<u8> = Vec::with_capacity(2048);
-    let before = ALLOCS.load(Ordering::Relaxed);
+    let before = allocs();
     let mut forwarded = 0;
     for (i, f) in order.iter().enumerate() {
         let tpl = &tpls[i % tpls.len()];
@@ -62,13 +37,13 @@ fn established_frames_allocate_nothing() {
         let ingress = if tpl.way == Way::Out { INSIDE } else { OUTSIDE };
         forwarded += matches!(engine.process(now, 0, ingress, &mut buf, &mut sink), Verdict::Forward(_)) as usize;
     }
-    let during = ALLOCS.load(Ordering::Relaxed) - before;
+    let during = allocs() - before;
     assert_eq!(forwarded, order.len(), "the frames took the established path");
     assert_eq!(during, 0, "allocations across {} established frames through process", order.len());
 
     // In bursts.
     let mut bufs: Vec<Vec<u8>> = (0..BATCH).map(|_| Vec::with_capacity(2048)).collect();
-    let before = ALLOCS.load(Ordering::Relaxed);
+    let before = allocs();
     let mut forwarded = 0;
     for (c, chunk) in order.chunks(BATCH).enumerate() {
         let mut ways = [Way::Out; BATCH];
@@ -88,7 +63,7 @@ fn established_frames_allocate_nothing() {
         engine.process_batch(now, &mut frames[..n], &mut sink);
         forwarded += frames[..n].iter().filter(|b| matches!(b.verdict, Verdict::Forward(_))).count();
     }
-    let during = ALLOCS.load(Ordering::Relaxed) - before;
+    let during = allocs() - before;
     assert_eq!(forwarded, order.len(), "the frames took the established path");
     assert_eq!(during, 0, "allocations across {} established frames through process_batch", order.len());
 }

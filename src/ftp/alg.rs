@@ -1406,47 +1406,7 @@ mod tests {
         }
     }
 
-    /// Allocations made by this thread (tests run on several threads).
-    mod counting {
-        use std::alloc::{GlobalAlloc, Layout, System};
-        use std::cell::Cell;
-
-        thread_local! {
-            static ALLOCS: Cell<u64> = const { Cell::new(0) };
-        }
-
-        pub struct Counting;
-
-        fn count() {
-            let _ = ALLOCS.try_with(|n| n.set(n.get() + 1));
-        }
-
-        // SAFETY: forwards every call to the system allocator unchanged; only counts.
-        unsafe impl GlobalAlloc for Counting {
-            unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-                count();
-                unsafe { System.alloc(l) }
-            }
-            unsafe fn alloc_zeroed(&self, l: Layout) -> *mut u8 {
-                count();
-                unsafe { System.alloc_zeroed(l) }
-            }
-            unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
-                count();
-                unsafe { System.realloc(p, l, n) }
-            }
-            unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
-                unsafe { System.dealloc(p, l) }
-            }
-        }
-
-        #[global_allocator]
-        static A: Counting = Counting;
-
-        pub fn allocs() -> u64 {
-            ALLOCS.with(|n| n.get())
-        }
-    }
+    use crate::counting;
 
     #[test]
     fn plain_lines_allocate_once_each() {
