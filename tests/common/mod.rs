@@ -11,82 +11,23 @@ use ftpgate::engine::{Engine, Sink, Verdict};
 use ftpgate::event::Event;
 use ftpgate::time::Nanos;
 
-pub const INSIDE: usize = 0;
-pub const OUTSIDE: usize = 1;
-pub const CLIENT_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x10];
-pub const SERVER_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x20];
-pub const GW_IN_MAC: [u8; 6] = [0x02, 0x66, 0x67, 0, 0, 1];
-pub const GW_OUT_MAC: [u8; 6] = [0x02, 0x66, 0x67, 0, 0, 2];
+mod lab;
+pub use lab::{ip, CLIENT_MAC, GW_IN_MAC, GW_OUT_MAC, INSIDE, OUTSIDE, SERVER_MAC};
 
-pub fn ip(s: &str) -> IpAddr {
-    s.parse().unwrap()
-}
-
-/// The lab topology: inside 192.0.2.0/24 + 2001:db8:1::/64, outside
-/// 198.51.100.0/24 + 2001:db8:2::/64; masquerade inside → outside.
+/// The lab topology (`lab.rs`): inside 192.0.2.0/24 + 2001:db8:1::/64,
+/// outside 198.51.100.0/24 + 2001:db8:2::/64; with `masquerade`, inside →
+/// outside is masqueraded.
 pub fn lab_config(masquerade: bool) -> Config {
-    Config {
-        interfaces: vec![
-            Interface {
-                name: "inside".into(),
-                device: Some("veth-gw-in".into()),
-                addresses: vec!["192.0.2.1/24".parse().unwrap(), "2001:db8:1::1/64".parse().unwrap()],
-                gateway: None,
-                routes: vec![],
-                mac: None,
-                mtu: 1500,
-            },
-            Interface {
-                name: "outside".into(),
-                device: Some("veth-gw-out".into()),
-                addresses: vec!["198.51.100.1/24".parse().unwrap(), "2001:db8:2::1/64".parse().unwrap()],
-                gateway: Some(ip("198.51.100.254")),
-                routes: vec![],
-                mac: None,
-                mtu: 1500,
-            },
-        ],
-        nat: Nat {
-            masquerade: if masquerade { vec![Masquerade { from: INSIDE, to: OUTSIDE }] } else { vec![] },
-            forward: vec![],
-            ports: PortMode::Random,
-        },
-        ftp: Ftp::default(),
-        policy: Policy {
-            pickup: false,
-            default: Action::Deny,
-            rules: vec![Rule {
-                name: "inside-out".into(),
-                action: Action::Allow,
-                from: Some(INSIDE),
-                to: Some(OUTSIDE),
-                source: vec![],
-                destination: vec![],
-                protocol: Protocol::Any,
-                ports: vec![],
-            }],
-        },
-        limits: Limits { max_connections: 1_000_000, max_connections_per_source: 20_000 },
-        timeouts: Timeouts::default(),
+    let mut c = lab::config(false);
+    if !masquerade {
+        c.nat.masquerade.clear();
     }
+    c
 }
 
 /// The published-server layout: FTP server inside at 192.0.2.20, published on 198.51.100.1:21.
 pub fn published_config() -> Config {
-    let mut c = lab_config(true);
-    c.nat.forward =
-        vec![Forward { on: OUTSIDE, protocol: Protocol::Tcp, port: 21, to: "192.0.2.20:21".parse().unwrap() }];
-    c.policy.rules.push(Rule {
-        name: "ftp-in".into(),
-        action: Action::Allow,
-        from: Some(OUTSIDE),
-        to: Some(INSIDE),
-        source: vec![],
-        destination: vec!["192.0.2.20/32".parse().unwrap()],
-        protocol: Protocol::Tcp,
-        ports: vec![(21, 21)],
-    });
-    c
+    lab::config(true)
 }
 
 #[derive(Default)]
