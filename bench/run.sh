@@ -69,16 +69,9 @@ OUT=$(cd "$OUT" && pwd)
 # Processes started here (outside the lab's namespaces): "PID STARTTIME".
 # Everything inside the namespaces is ended by `lab.sh down`, by PID.
 BG=()
-start_time() { local s; s=$(cat "/proc/$1/stat" 2>/dev/null) || return 0; s=${s##*) }; set -- $s; echo "${20}"; }
+# shellcheck source=../tests/lab/procs.sh
+. "$REPO/tests/lab/procs.sh"
 remember() { BG+=("$1 $(start_time "$1")"); }
-stop_pid() {
-    local pid=$1 st=${2:-} i
-    [[ -d /proc/$pid ]] || return 0
-    [[ -z $st || $(start_time "$pid") == "$st" ]] || return 0
-    kill -TERM "$pid" 2>/dev/null || return 0
-    for i in $(seq 50); do [[ -d /proc/$pid ]] || return 0; sleep 0.1; done
-    kill -KILL "$pid" 2>/dev/null || true
-}
 LAB_UP=0
 cleanup() {
     local rc=$? e

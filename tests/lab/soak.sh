@@ -42,23 +42,9 @@ PASSED=0 FAILED=0
 pass() { PASSED=$((PASSED + 1)); }
 fail() { FAILED=$((FAILED + 1)); echo "FAIL  $*" | tee -a "$W/failures.txt"; }
 
-BG_PIDS=()
-stop_pid() {
-    local pid=$1 i
-    [[ -n $pid && -d /proc/$pid ]] || return 0
-    kill -TERM "$pid" 2>/dev/null || return 0
-    for i in $(seq 50); do [[ -d /proc/$pid ]] || return 0; sleep 0.1; done
-    kill -KILL "$pid" 2>/dev/null || true
-}
-cleanup() {
-    local rc=$? p
-    trap - EXIT INT TERM
-    for p in "${BG_PIDS[@]}"; do stop_pid "$p"; done
-    "$LAB" down >/dev/null 2>&1 || true
-    exit $rc
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+# shellcheck source=procs.sh
+. "$HERE/procs.sh"
+lab_on_exit
 
 [[ $EUID -eq 0 ]] || { echo "run as root"; echo "0 passed, 1 failed"; exit 1; }
 [[ $DURATION =~ ^[0-9]+$ && $DURATION -ge 30 ]] || { echo "duration must be >= 30 s"; echo "0 passed, 1 failed"; exit 1; }
