@@ -248,12 +248,20 @@ fn limits_count_connections_across_workers() {
     assert_eq!(open(&mut w, &mut s, 0, "192.0.2.10", 1000, 1), Verdict::Forward(OUTSIDE));
     assert_eq!(open(&mut w, &mut s, 0, "192.0.2.10", 1001, 1), Verdict::Forward(OUTSIDE));
     assert_eq!(open(&mut w, &mut s, 1, "192.0.2.10", 1002, 1), Verdict::Forward(OUTSIDE));
-    assert_eq!(open(&mut w, &mut s, 1, "192.0.2.10", 1003, 2), Verdict::Drop(DropReason::Limit), "per source, both workers");
+    assert_eq!(
+        open(&mut w, &mut s, 1, "192.0.2.10", 1003, 2),
+        Verdict::Drop(DropReason::Limit),
+        "per source, both workers"
+    );
     assert_eq!(open(&mut w, &mut s, 0, "192.0.2.10", 1004, 2), Verdict::Drop(DropReason::Limit));
     // Another source: two more reach the gateway's five.
     assert_eq!(open(&mut w, &mut s, 1, "192.0.2.11", 1000, 3), Verdict::Forward(OUTSIDE));
     assert_eq!(open(&mut w, &mut s, 0, "192.0.2.11", 1001, 3), Verdict::Forward(OUTSIDE));
-    assert_eq!(open(&mut w, &mut s, 1, "192.0.2.11", 1002, 3), Verdict::Drop(DropReason::Limit), "table full across workers");
+    assert_eq!(
+        open(&mut w, &mut s, 1, "192.0.2.11", 1002, 3),
+        Verdict::Drop(DropReason::Limit),
+        "table full across workers"
+    );
     // Worker 0's unanswered SYNs time out (worker 1's clock stays put):
     // their places are free for worker 1.
     for secs in [200, 201, 202] {
