@@ -369,16 +369,16 @@ pub struct Table {
     free: Vec<ConnId>,
     live: usize,
     sweep_cursor: usize,
+    /// Connections per source address, kept here with one worker and in
+    /// `shared` (the gateway's counts, which the limits apply to) with several.
     per_source: HashMap<IpAddr, u32, foldhash::fast::RandomState>,
-    /// With several workers: the gateway's counts, which the limits apply to.
     shared: Option<SharedCounts>,
 }
 
 /// Connections counted across the tables of every worker of one gateway,
 /// so `limits.max_connections` and `max_connections_per_source` bound the
 /// gateway and not each worker: a source whose connections the dispatch
-/// spreads over N workers would otherwise get N times its limit. A table
-/// keeps its own counts too (for its memory figure and as a check).
+/// spreads over N workers would otherwise get N times its limit.
 #[derive(Clone, Default)]
 pub struct SharedCounts {
     total: Arc<AtomicUsize>,
@@ -440,6 +440,7 @@ impl Table {
         for c in self.conns.iter().flatten() {
             counts.add(c.orig.src);
         }
+        self.per_source = HashMap::default();
         self.shared = Some(counts);
     }
 
@@ -548,9 +549,9 @@ impl Table {
             }
         };
         let (orig, reply) = (conn.orig, conn.reply);
-        *self.per_source.entry(conn.orig.src).or_insert(0) += 1;
-        if let Some(s) = &self.shared {
-            s.add(conn.orig.src);
+        match &self.shared {
+            Some(s) => s.add(conn.orig.src),
+            None => *self.per_source.entry(conn.orig.src).or_insert(0) += 1,
         }
         self.conns[id as usize] = Some(conn);
         let (ho, hr) = (self.hash(&orig), self.hash(&reply));
@@ -569,14 +570,13 @@ impl Table {
         self.index.remove(ho, id << 1);
         self.index.remove(hr, (id << 1) | 1);
         let conn = self.conns[id as usize].take()?;
-        if let Some(n) = self.per_source.get_mut(&conn.orig.src) {
+        if let Some(s) = &self.shared {
+            s.sub(conn.orig.src);
+        } else if let Some(n) = self.per_source.get_mut(&conn.orig.src) {
             *n -= 1;
             if *n == 0 {
                 self.per_source.remove(&conn.orig.src);
             }
-        }
-        if let Some(s) = &self.shared {
-            s.sub(conn.orig.src);
         }
         self.free.push(id);
         self.live -= 1;
