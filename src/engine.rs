@@ -64,7 +64,7 @@ pub struct BatchFrame<'a> {
     /// When the frame arrived, if not the burst's time (replay: each frame
     /// keeps its capture time).
     pub at: Option<Nanos>,
-    /// The frame as `Preparsed::of` saw it, if the caller parsed it already.
+    /// The frame as `Preparsed::parse` saw it, if the caller parsed it already.
     pub pre: Option<&'a Preparsed>,
 }
 
@@ -1146,8 +1146,8 @@ impl Engine {
         m: &mut Meta,
         pin: alg::Pinhole,
     ) -> Verdict {
-        // The pinhole is used up only once the data connection can be made:
-        // a SYN dropped here leaves it open for the peer's retransmission.
+        // The pinhole is used up only once a route and a NAT port are found:
+        // a SYN dropped for want of them leaves it for the retransmission.
         let dst = pin.target;
         let Some(hop) = self.routes.lookup(dst.0) else {
             let detail = format!("no route to {}", dst.0);

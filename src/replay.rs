@@ -456,11 +456,7 @@ fn replay_frames(
         let (now, tick) = clock.advance(meta.ts);
         if tick {
             // What arrived before the tick is processed before it.
-            burst(&mut engines[0], &mut slots, n, &mut sink, &mut summary, &mut drops);
-            if n > 0 {
-                slots.swap(0, n);
-                n = 0;
-            }
+            n = burst_before(&mut engines[0], &mut slots, n, &mut sink, &mut summary, &mut drops);
             sink.now = now;
             for engine in engines.iter_mut() {
                 engine.tick(now, &mut sink);
@@ -486,11 +482,7 @@ fn replay_frames(
             account(v, frame, &mut sink, &mut summary, &mut drops);
         } else {
             // Events keep input order: what waits in the burst goes first.
-            burst(&mut engines[0], &mut slots, n, &mut sink, &mut summary, &mut drops);
-            if n > 0 {
-                slots.swap(0, n);
-                n = 0;
-            }
+            n = burst_before(&mut engines[0], &mut slots, n, &mut sink, &mut summary, &mut drops);
             sink.now = now;
             if let Some(why) = meta.unsupported {
                 match named {
@@ -693,6 +685,22 @@ fn burst(
         account(bf.verdict, bf.frame, sink, summary, drops);
     }
     sink.held = held;
+}
+
+/// `burst` of the `n` frames waiting before the one just read into slot
+/// `n`, which then moves to slot 0 (the next burst's first place). Returns
+/// the new number waiting: 0.
+fn burst_before(
+    engine: &mut Engine,
+    slots: &mut [Slot],
+    n: usize,
+    sink: &mut ReplaySink,
+    summary: &mut Summary,
+    drops: &mut [u64],
+) -> usize {
+    burst(engine, slots, n, sink, summary, drops);
+    slots.swap(0, n);
+    0
 }
 
 fn account(v: Verdict, frame: &[u8], sink: &mut ReplaySink, summary: &mut Summary, drops: &mut [u64]) {
