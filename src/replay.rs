@@ -456,7 +456,8 @@ fn replay_frames(
         let (now, tick) = clock.advance(meta.ts);
         if tick {
             // What arrived before the tick is processed before it.
-            n = burst_before(&mut engines[0], &mut slots, n, &mut sink, &mut summary, &mut drops);
+            burst(&mut engines[0], &mut slots, n, &mut sink, &mut summary, &mut drops);
+            n = 0;
             sink.now = now;
             for engine in engines.iter_mut() {
                 engine.tick(now, &mut sink);
@@ -482,7 +483,8 @@ fn replay_frames(
             account(v, frame, &mut sink, &mut summary, &mut drops);
         } else {
             // Events keep input order: what waits in the burst goes first.
-            n = burst_before(&mut engines[0], &mut slots, n, &mut sink, &mut summary, &mut drops);
+            burst(&mut engines[0], &mut slots, n, &mut sink, &mut summary, &mut drops);
+            n = 0;
             sink.now = now;
             if let Some(why) = meta.unsupported {
                 match named {
@@ -647,7 +649,9 @@ struct Slot {
 }
 
 /// Process the waiting frames together and write the results in input order.
-/// `slots` holds BATCH places (so the burst array needs no allocation); the first `n` wait.
+/// `slots` holds BATCH places (so the burst array needs no allocation); the
+/// first `n` wait. The slot after them, where the frame just read is (if
+/// any), becomes the first: the next burst's first place.
 fn burst(
     engine: &mut Engine,
     slots: &mut [Slot],
@@ -685,22 +689,9 @@ fn burst(
         account(bf.verdict, bf.frame, sink, summary, drops);
     }
     sink.held = held;
-}
-
-/// `burst` of the `n` frames waiting before the one just read into slot
-/// `n`, which then moves to slot 0 (the next burst's first place). Returns
-/// the new number waiting: 0.
-fn burst_before(
-    engine: &mut Engine,
-    slots: &mut [Slot],
-    n: usize,
-    sink: &mut ReplaySink,
-    summary: &mut Summary,
-    drops: &mut [u64],
-) -> usize {
-    burst(engine, slots, n, sink, summary, drops);
-    slots.swap(0, n);
-    0
+    if n < slots.len() {
+        slots.swap(0, n);
+    }
 }
 
 fn account(v: Verdict, frame: &[u8], sink: &mut ReplaySink, summary: &mut Summary, drops: &mut [u64]) {
