@@ -64,8 +64,9 @@ pub struct BatchFrame<'a> {
     /// When the frame arrived, if not the burst's time (replay: each frame
     /// keeps its capture time).
     pub at: Option<Nanos>,
-    /// The frame as `Preparsed::parse` saw it, if the caller parsed it already.
-    pub pre: Option<&'a Preparsed>,
+    /// The frame as `Preparsed::parse` saw it, if the caller parsed it
+    /// already. Processing works on its `Meta` in place (and changes it).
+    pub pre: Option<&'a mut Preparsed>,
 }
 
 impl<'a> BatchFrame<'a> {
@@ -439,13 +440,20 @@ impl Engine {
         let mut pos = 0;
         for group in batch.chunks_mut(BATCH) {
             for (i, bf) in group.iter().enumerate() {
-                match bf.pre {
-                    Some(p) => (metas[i], parsed[i], hashes[i]) = (p.meta, p.parsed, p.hash),
-                    None => (parsed[i], hashes[i]) = (parse_into(bf.frame, &mut metas[i]), None),
-                }
-                debug_assert!(hashes[i].is_none_or(|h| h == self.table.hash(&tuple_of(&metas[i]))), "foreign hasher");
+                // A pre-parsed frame is processed with its own `Meta`, not a copy.
+                let m = match &bf.pre {
+                    Some(p) => {
+                        (parsed[i], hashes[i]) = (p.parsed, p.hash);
+                        &p.meta
+                    }
+                    None => {
+                        (parsed[i], hashes[i]) = (parse_into(bf.frame, &mut metas[i]), None);
+                        &metas[i]
+                    }
+                };
+                debug_assert!(hashes[i].is_none_or(|h| h == self.table.hash(&tuple_of(m))), "foreign hasher");
                 if parsed[i] == Parsed::Ip && hashes[i].is_none() {
-                    hashes[i] = Some(self.table.hash(&tuple_of(&metas[i])));
+                    hashes[i] = Some(self.table.hash(&tuple_of(m)));
                 }
                 // A guess is enough: the frame may turn out not to need the
                 // lookup (ARP, link scope, a later fragment); a prefetch is harmless.
@@ -459,8 +467,11 @@ impl Engine {
             for (i, bf) in group.iter_mut().enumerate() {
                 sink.frame_start(pos + i);
                 let at = bf.at.unwrap_or(now);
-                bf.verdict =
-                    self.process_parsed(at, bf.packet, bf.ingress, bf.frame, &mut metas[i], parsed[i], hashes[i], sink);
+                let m = match &mut bf.pre {
+                    Some(p) => &mut p.meta,
+                    None => &mut metas[i],
+                };
+                bf.verdict = self.process_parsed(at, bf.packet, bf.ingress, bf.frame, m, parsed[i], hashes[i], sink);
             }
             pos += group.len();
         }

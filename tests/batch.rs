@@ -48,7 +48,7 @@ fn same_as_one_by_one(config: &Config, frames: &[Input], bursts: &[usize], prepa
 
         let mut bufs: Vec<Vec<u8>> = group.iter().map(|(_, f)| f.clone()).collect();
         let hasher = many.hasher();
-        let pre: Vec<Preparsed> = bufs
+        let mut pre: Vec<Preparsed> = bufs
             .iter()
             .map(|b| {
                 let mut p = Preparsed::EMPTY;
@@ -58,7 +58,7 @@ fn same_as_one_by_one(config: &Config, frames: &[Input], bursts: &[usize], prepa
             .collect();
         let mut batch: Vec<BatchFrame<'_>> = bufs
             .iter_mut()
-            .zip(&pre)
+            .zip(&mut pre)
             .enumerate()
             .map(|(j, (b, p))| {
                 let mut bf = BatchFrame::new(group[j].0, (i + j + 1) as u64, b);
