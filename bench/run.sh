@@ -7,10 +7,17 @@
 # $OUT/results.md) and a last line "N passed, M failed" (a pass: both sides
 # completed the measurement).
 #
-#   sudo bench/run.sh [--quick] [--out DIR]
+#   sudo bench/run.sh [--quick] [--pin] [--out DIR]
 #
 #   --quick   200 MB bulk, 10 s windows, 5,000 round trips, a 1 M-frame capture
 #             (a few minutes); default: 1 GB, 20 s, 20,000, 20 M frames.
+#   --pin     the gateway on a core of its own, as on a gateway box: the last
+#             CPU runs the gateway (the kernel's forwarding by RPS on its two
+#             devices; ftpgate by affinity and the same RPS), the others run
+#             the client, the server and their TCP stacks (affinity, and RPS on
+#             their links so the gateway's transmit does not run their TCP
+#             input inline). Every live row then notes how busy the
+#             gateway's core was. Default: everything shares every CPU.
 #
 # Environment:
 #   FTPGATE=PATH             the binary (default target/release/ftpgate)
@@ -24,6 +31,7 @@
 #   BENCH_REPLAY_FRAMES, BENCH_BULK_FILES (x 100 MiB), BENCH_SECS,
 #   BENCH_RTT_N, BENCH_SESSION_PROCS, BENCH_FLOWS   override the sizes
 #   BENCH_SKIP="live replay" skip a part
+#   BENCH_PIN=1              the same as --pin
 # The lab uses its own namespaces (fgbc, fgbw, fgbs) and state dir
 # (/run/fglab-bench), so it never touches another lab user's.
 set -uo pipefail
@@ -40,13 +48,14 @@ SERVER=198.51.100.20 FTP_USER=fgftp FTP_PASS=fgftp-lab-pw   # lab.sh's
 PY=/usr/bin/python3
 IPERF_PORT=5201 RTT_PORT=7777
 
-QUICK=0 OUT=""
+QUICK=0 OUT="" PIN=${BENCH_PIN:-0}
 while (($#)); do
     case $1 in
     --quick) QUICK=1; shift ;;
+    --pin) PIN=1; shift ;;
     --out) OUT=$2; shift 2 ;;
     -h|--help) sed -n '2,/^set -uo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
-    *) echo "usage: bench/run.sh [--quick] [--out DIR]" >&2; exit 2 ;;
+    *) echo "usage: bench/run.sh [--quick] [--pin] [--out DIR]" >&2; exit 2 ;;
     esac
 done
 if ((QUICK)); then
@@ -61,6 +70,7 @@ OUT=${OUT:-$CACHE/run-$(date +%Y%m%d-%H%M%S)}
 exec 3>&2
 log() { printf '[bench] %s\n' "$*" >&3; }   # fd 3: the terminal even inside a step whose stderr is logged
 [[ $EUID -eq 0 ]] || { echo "bench/run.sh: run as root" >&2; exit 2; }
+(($(nproc) >= 2)) || PIN=0   # nothing to pin to on one CPU
 [[ -x $BIN ]] || { echo "bench/run.sh: no ftpgate binary at $BIN (cargo build --release, or FTPGATE=path)" >&2; exit 2; }
 mkdir -p "$OUT" "$CACHE" || exit 2
 OUT=$(cd "$OUT" && pwd)
@@ -103,16 +113,43 @@ fmt() {   # a figure with thousands separators and sensible decimals
 # One measurement on one side: SIDE ref|fg, KEY, then the command printing
 # the figure on its last line of stdout (or failing).
 measure() {
-    local side=$1 key=$2 v; shift 2
+    local side=$1 key=$2 v c0; shift 2
+    c0=$(gw_cpu_ticks)
     # In this shell, not a subshell: the steps keep state (notes, caches).
     "$@" >"$OUT/.value" 2>>"$OUT/errors.log"
     v=$(tail -1 "$OUT/.value")
+    # rtt-p99 reads the figure of the run that rtt-p50 measured.
+    if ((PIN)) && [[ $key != replay* && $key != rtt-p99* ]]; then
+        local busy
+        busy=$(gw_busy "$c0" "$(gw_cpu_ticks)")
+        note "$key" "$([[ $side == ref ]] && echo "${REFNAME[$key]}" || echo ftpgate) core busy $busy %"
+    fi
     if isnum "$v"; then
         if [[ $side == ref ]]; then REF[$key]=$v; else FG[$key]=$v; fi
         log "  ${LABEL[$key]}: $([[ $side == ref ]] && echo "${REFNAME[$key]}" || echo ftpgate) $(fmt "$v") ${UNIT[$key]}"
     else
         log "  ${LABEL[$key]}: $([[ $side == ref ]] && echo "${REFNAME[$key]}" || echo ftpgate) FAILED: $(tail -1 "$OUT/errors.log" 2>/dev/null)"
     fi
+}
+
+# ---------------------------------------------------------------------------
+# --pin: which CPU is the gateway's, and the endpoints' prefix (EPX).
+GW_CPU=$(($(nproc) - 1))
+EPX=()
+((PIN)) && EPX=(taskset -c "0-$((GW_CPU - 1))")
+hexmask() { printf '%x' "$1"; }
+GW_MASK=$(hexmask $((1 << GW_CPU))) EP_MASK=$(hexmask $(((1 << GW_CPU) - 1)))
+gw_cpu_ticks() {   # busy and total jiffies of the gateway's CPU
+    awk -v c="cpu$GW_CPU" '$1 == c { print $2 + $3 + $4 + $7 + $8, $2 + $3 + $4 + $5 + $6 + $7 + $8 }' /proc/stat
+}
+gw_busy() { awk -v a="$1" -v b="$2" 'BEGIN { split(a, x, " "); split(b, y, " "); d = y[2] - x[2]; printf "%.0f", (d > 0 ? 100 * (y[1] - x[1]) / d : 0) }'; }
+rps() { ip netns exec "$1" sh -c "echo $3 >/sys/class/net/$2/queues/rx-0/rps_cpus"; }
+pin_lab() {   # after the lab and its servers are up
+    rps "$NSG" veth-gw-in "$GW_MASK" && rps "$NSG" veth-gw-out "$GW_MASK" &&
+        rps "$NSC" eth0 "$EP_MASK" && rps "$NSS" eth0 "$EP_MASK" || return 1
+    local p
+    for p in $(ip netns pids "$NSS") $(ip netns pids "$NSC"); do taskset -a -p "$EP_MASK" "$p" >/dev/null || return 1; done
+    log "pinned: gateway on CPU $GW_CPU (RPS on its devices; ftpgate by affinity), endpoints on CPUs 0-$((GW_CPU - 1))"
 }
 
 # ---------------------------------------------------------------------------
@@ -173,6 +210,10 @@ gw_ftpgate() {
     } >"$cfg"
     GW_LOG_FROM=$(stat -c %s "$FGLAB_STATE/ftpgate.log" 2>/dev/null || echo 0)   # lab.sh appends to it
     "$LAB" gw ftpgate -c "$cfg" --bin "$BIN" 2>>"$OUT/lab.log" || return 1
+    if ((PIN)); then
+        local p
+        for p in $(awk '{ print $1 }' "$FGLAB_STATE/gw.pids"); do taskset -a -p "$GW_MASK" "$p" >/dev/null || return 1; done
+    fi
     GW_NOW=ftpgate
 }
 GW_LOG_FROM=0
@@ -185,7 +226,7 @@ bulk() {
     for ((i = 0; i < BULK_FILES; i++)); do urls+=("ftp://$SERVER/pub/100m.bin" -o /dev/null); done
     local t0=$EPOCHREALTIME out
     # A stalled transfer (under 1 MB/s for 5 s) ends the row instead of the run.
-    out=$(timeout --foreground -k 5 $((BULK_FILES * 30 + 20)) ip netns exec "$NSC" curl -sS "${args[@]}" --user "$FTP_USER:$FTP_PASS" \
+    out=$(timeout --foreground -k 5 $((BULK_FILES * 30 + 20)) ip netns exec "$NSC" "${EPX[@]}" curl -sS "${args[@]}" --user "$FTP_USER:$FTP_PASS" \
         --connect-timeout 5 --speed-limit 1000000 --speed-time 5 --fail-early -w '%{size_download}\n' "${urls[@]}" 2>"$OUT/curl.err")
     local rc=$? t1=$EPOCHREALTIME
     local bytes
@@ -200,7 +241,7 @@ bulk() {
 # 2. short sessions: PROCS workers for SECS; sessions/s.
 sessions() {
     local out ok failed secs
-    out=$(timeout --foreground -k 5 $((SECS + 60)) ip netns exec "$NSC" "$PY" "$HERE/short_sessions.py" "$SERVER" "$FTP_USER" "$FTP_PASS" "$PROCS" "$SECS") \
+    out=$(timeout --foreground -k 5 $((SECS + 60)) ip netns exec "$NSC" "${EPX[@]}" "$PY" "$HERE/short_sessions.py" "$SERVER" "$FTP_USER" "$FTP_PASS" "$PROCS" "$SECS") \
         || { echo "sessions via $GW_NOW: exit $?: $out $(gw_log_tail)" >&2; return 1; }
     read -r ok failed secs <<<"$(sed -E 's/[a-z]+=//g' <<<"$out")"
     log "    $out"
@@ -218,11 +259,11 @@ gw_tx() {
 flows() {
     local mss=$1 margs=() spid cpid
     [[ $mss == default ]] || margs=(-M "$mss")
-    ip netns exec "$NSS" iperf3 -s -1 -B "$SERVER" -p $IPERF_PORT >"$OUT/iperf3-server.log" 2>&1 &
+    ip netns exec "$NSS" "${EPX[@]}" iperf3 -s -1 -B "$SERVER" -p $IPERF_PORT >"$OUT/iperf3-server.log" 2>&1 &
     spid=$!; remember "$spid"
     local i
     for i in $(seq 50); do ip netns exec "$NSS" ss -Hltn "( sport = :$IPERF_PORT )" | grep -q . && break; sleep 0.1; done
-    ip netns exec "$NSC" timeout $((SECS + 40)) iperf3 -c "$SERVER" -p $IPERF_PORT -P "$FLOWS" "${margs[@]}" -t $((SECS + 4)) \
+    ip netns exec "$NSC" "${EPX[@]}" timeout $((SECS + 40)) iperf3 -c "$SERVER" -p $IPERF_PORT -P "$FLOWS" "${margs[@]}" -t $((SECS + 4)) \
         --connect-timeout 3000 >"$OUT/iperf3-client.log" 2>&1 &
     cpid=$!; remember "$cpid"
     sleep 2
@@ -247,11 +288,11 @@ RTT_LAST=""
 rtt() {
     local which=$1 spid out
     if [[ -z $RTT_LAST ]]; then
-        ip netns exec "$NSS" "$PINGPONG" server "$SERVER:$RTT_PORT" >"$OUT/pingpong-server.log" 2>&1 &
+        ip netns exec "$NSS" "${EPX[@]}" "$PINGPONG" server "$SERVER:$RTT_PORT" >"$OUT/pingpong-server.log" 2>&1 &
         spid=$!; remember "$spid"
         local i
         for i in $(seq 50); do grep -q READY "$OUT/pingpong-server.log" && break; sleep 0.1; done
-        out=$(timeout --foreground -k 5 300 ip netns exec "$NSC" "$PINGPONG" client "$SERVER:$RTT_PORT" "$RTT_N" 64)
+        out=$(timeout --foreground -k 5 300 ip netns exec "$NSC" "${EPX[@]}" "$PINGPONG" client "$SERVER:$RTT_PORT" "$RTT_N" 64)
         local rc=$?
         stop_pid "$spid"; wait "$spid" 2>/dev/null
         ((rc == 0)) || { echo "round trips via $GW_NOW: exit $rc $(gw_log_tail)" >&2; return 1; }
@@ -427,7 +468,8 @@ build_helpers || { log "could not build the helpers"; exit 1; }
 
 if [[ " $SKIP " != *" live "* ]]; then
     LAB_UP=1
-    if "$LAB" up masq 2>>"$OUT/lab.log" && "$LAB" servers start vsftpd 2>>"$OUT/lab.log"; then
+    if "$LAB" up masq 2>>"$OUT/lab.log" && "$LAB" servers start vsftpd 2>>"$OUT/lab.log" &&
+        { ((!PIN)) || pin_lab; }; then
         OFFLOADS_NOW=off
         if [[ " $SKIP " != *" replay "* ]]; then gw_kernel && record_templates; fi
         run_live
@@ -451,7 +493,8 @@ LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
 # ---------------------------------------------------------------------------
 # Report.
 {
-    echo "Conditions: $(date -u '+%Y-%m-%d %H:%M UTC'); \`bench/run.sh$([[ $QUICK == 1 ]] && echo ' --quick')\`; kernel $(uname -r); CPU $CPU; $(nproc) cores;" \
+    echo "Conditions: $(date -u '+%Y-%m-%d %H:%M UTC'); \`bench/run.sh$([[ $QUICK == 1 ]] && echo ' --quick')$( ((PIN)) && echo ' --pin')\`; kernel $(uname -r); CPU $CPU; $(nproc) cores;" \
+        "$( ((PIN)) && echo "layout: gateway on CPU $GW_CPU, client and server on CPUs 0-$((GW_CPU - 1)) (affinity and RPS);" || echo "layout: gateway, client and server share every CPU;")" \
         "load average before $LOAD_BEFORE, after $LOAD_AFTER; ftpgate $VERSION, commit $COMMIT; datapath: $DATAPATH;" \
         "offloads off = ${OFFLOAD_DESC[off]:-n/a}; offloads on = ${OFFLOAD_DESC[on]:-n/a} (all four lab links)."
     echo

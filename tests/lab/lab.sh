@@ -296,6 +296,7 @@ cmd_up() {
 gw_reset() {
     kill_pidfile "$STATE/gw.pids"
     nsx $NS_G nft delete table inet fglab 2>/dev/null || true
+    nsx $NS_G nft delete table netdev fglab 2>/dev/null || true
     nsx $NS_G conntrack -F >/dev/null 2>&1 || true
     nsx $NS_G conntrack -X >/dev/null 2>&1 || true   # expectations
     nsx $NS_G sysctl -qw net.ipv4.ip_forward=0 net.ipv6.conf.all.forwarding=0
@@ -414,7 +415,15 @@ gw_ftpgate() {
     command -v "$bin" >/dev/null || [[ -x $bin ]] || die "gw ftpgate: '$bin' not found (set FTPGATE=path or --bin)"
     gw_reset
     if [[ -z $cfg ]]; then cfg=$STATE/ftpgate-$LAYOUT.yaml; ftpgate_config "$LAYOUT" >"$cfg"; fi
+    # The kernel drops every frame on the gateway's devices at ingress,
+    # after packet sockets (ftpgate's) have had their copy and before its own
+    # IP layer looks at it (docs/operations.md, step 2). The input rule is for
+    # anything that gets past that (another device).
     nsx $NS_G nft -f - <<NFT
+table netdev fglab {
+  chain in_inside { type filter hook ingress device "$GW_IN" priority filter; policy drop; }
+  chain in_outside { type filter hook ingress device "$GW_OUT" priority filter; policy drop; }
+}
 table inet fglab {
   chain input { type filter hook input priority filter; policy drop; iif lo accept; }
 }
