@@ -8,7 +8,8 @@
 #      The lab installs what it needs with apt-get.
 # In CI (CI=true) a short run of every fuzz target follows stage 1
 # (FTPGATE_SKIP_FUZZ=1 skips it; FTPGATE_FUZZ=1 asks for it outside CI).
-# Last, as root, a quick run of the side-by-side benchmark (bench/run.sh --quick).
+# Last, as root, a quick run of the side-by-side benchmark (bench/run.sh --quick),
+# and its live rows again with the gateway on a core of its own (--pin).
 # Set FTPGATE_SKIP_LAB=1 to run only the Rust stages, FTPGATE_SKIP_SOAK=1 to skip
 # the soak, FTPGATE_SKIP_BENCH=1 to skip the benchmark.
 set -euo pipefail
@@ -82,4 +83,8 @@ fi
 if [ "${FTPGATE_SKIP_BENCH:-0}" != 1 ] && [ -x bench/run.sh ]; then
     stage "bench/run.sh --quick"
     bench/run.sh --quick
+    # The live rows again with the gateway on a core of its own (the layout
+    # of a gateway box; docs/performance.md says why both are shown).
+    stage "bench/run.sh --quick --pin (live rows)"
+    BENCH_SKIP=replay bench/run.sh --quick --pin
 fi
