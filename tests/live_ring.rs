@@ -19,6 +19,12 @@ use ftpgate::live::datapath::{
 };
 use ftpgate::wire::checksum;
 
+#[path = "../benches/fixture/counting.rs"]
+mod counting;
+
+#[global_allocator]
+static A: counting::Counting = counting::Counting;
+
 const MAX_FRAME: usize = 1500 + 18;
 const ETH_TEST: u16 = 0x88b5; // IEEE local experimental ethertype
 
@@ -307,12 +313,31 @@ fn a_batch_goes_out_in_order_and_a_refused_frame_is_reported() {
         }
         assert_eq!(got.len(), sent.len(), "{name}: every other frame arrives");
         assert!(got == sent, "{name}: intact and in order");
+        // The worker sends a batch per device per burst: that costs no
+        // allocation (both backends once built a list of the frames per call).
+        {
+            let mut ok = Batch::with_capacity(1 << 16);
+            for i in 0..TX_BURST {
+                ok.push(&test_frame(a, b, 500 + i, 1000, None));
+            }
+            let mut refused = 0;
+            let before = counting::allocs();
+            link.tx.send_batch(&ok, &mut |_, _| refused += 1);
+            assert_eq!(counting::allocs() - before, 0, "{name}: send_batch allocated");
+            assert_eq!(refused, 0, "{name}");
+            for _ in 0..TX_BURST {
+                assert!(raw_recv(&capture, Instant::now() + Duration::from_secs(2)).is_some(), "{name}");
+            }
+        }
         // A single send goes through too.
         let one = test_frame(a, b, 999, 200, None);
         link.tx.send(&one).unwrap();
         assert_eq!(raw_recv(&capture, Instant::now() + Duration::from_secs(2)), Some(one), "{name}");
     }
 }
+
+/// Frames in the allocation check of a batch send: more than one sendmmsg call's worth.
+const TX_BURST: u32 = 100;
 
 /// IPv4 header checksum and TCP checksum of an untagged frame are correct.
 fn tcp4_checksums_ok(f: &[u8]) -> bool {

@@ -103,6 +103,11 @@ impl Batch {
     pub fn offload(&self, i: usize) -> Offload {
         self.offloads.get(i).copied().unwrap_or_default()
     }
+    /// Frame `i`; panics if there is no such frame.
+    pub fn get(&self, i: usize) -> &[u8] {
+        let (o, l) = self.frames[i];
+        &self.data[o as usize..(o + l) as usize]
+    }
     pub fn iter(&self) -> impl Iterator<Item = &[u8]> {
         self.frames.iter().map(|&(o, l)| &self.data[o as usize..(o + l) as usize])
     }
@@ -507,16 +512,15 @@ impl LinkTx for PnetTx {
     /// sendmmsg: up to 64 frames per system call. It stops at a frame the
     /// device refuses (EMSGSIZE...): that one is reported and skipped.
     fn send_batch(&mut self, batch: &Batch, failed: &mut dyn FnMut(usize, io::Error)) {
-        let frames: Vec<&[u8]> = batch.iter().collect();
         let mut next = 0;
         let mut waits = 0;
-        while next < frames.len() {
-            let n = (frames.len() - next).min(SLOTS);
+        while next < batch.len() {
+            let n = (batch.len() - next).min(SLOTS);
             let mut iov: [libc::iovec; SLOTS] = unsafe { std::mem::zeroed() };
             // SAFETY: zeroed mmsghdr is a valid "no name, no control" header.
             let mut hdrs: [libc::mmsghdr; SLOTS] = unsafe { std::mem::zeroed() };
             for i in 0..n {
-                let f = frames[next + i];
+                let f = batch.get(next + i);
                 iov[i] = libc::iovec { iov_base: f.as_ptr() as *mut libc::c_void, iov_len: f.len() };
                 hdrs[i].msg_hdr.msg_iov = &mut iov[i];
                 hdrs[i].msg_hdr.msg_iovlen = 1;

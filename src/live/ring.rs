@@ -767,24 +767,30 @@ impl RingTx {
         unsafe { libc::poll(&mut p, 1, 20) > 0 }
     }
 
-    /// Send `frames` (index in the caller's batch, frame, offload) in order,
-    /// up to TX_SLOTS per system call.
-    fn send_frames(&mut self, frames: &[(usize, &[u8], Offload)], failed: &mut dyn FnMut(usize, io::Error)) {
+    /// Send frames `0..count` (`frame(i)`: the frame and its offload) in
+    /// order, up to TX_SLOTS per system call; `failed` gets the index of each
+    /// frame that could not be sent.
+    fn send_frames<'f>(
+        &mut self,
+        count: usize,
+        frame: impl Fn(usize) -> (&'f [u8], Offload),
+        failed: &mut dyn FnMut(usize, io::Error),
+    ) {
         let mut i = 0;
-        while i < frames.len() {
+        while i < count {
             // Prepare up to TX_SLOTS sendable frames; refusals are reported now.
             let mut prep: [Option<Prepared>; TX_SLOTS] = [const { None }; TX_SLOTS];
             let mut idx = [0usize; TX_SLOTS];
             let mut m = 0;
-            while m < TX_SLOTS && i < frames.len() {
-                let (n, f, o) = frames[i];
+            while m < TX_SLOTS && i < count {
+                let (f, o) = frame(i);
                 match self.prepare(f, o) {
                     Ok(p) => {
                         prep[m] = Some(p);
                         idx[m] = i;
                         m += 1;
                     }
-                    Err(e) => failed(n, e),
+                    Err(e) => failed(i, e),
                 }
                 i += 1;
             }
@@ -795,7 +801,7 @@ impl RingTx {
             // SAFETY: zeroed mmsghdr is a valid "no name, no control" header.
             let mut hdrs: [libc::mmsghdr; TX_SLOTS] = unsafe { std::mem::zeroed() };
             for k in 0..m {
-                let f = frames[idx[k]].1;
+                let f = frame(idx[k]).0;
                 let p = prep[k].as_ref().expect("prepared above");
                 let piece = |b: &[u8]| libc::iovec { iov_base: b.as_ptr() as *mut libc::c_void, iov_len: b.len() };
                 let mut n = 0;
@@ -821,8 +827,8 @@ impl RingTx {
             let mut next = 0;
             let mut waits = 0;
             while next < m {
-                // SAFETY: headers next..m point at iovecs over live frames of
-                // `frames` and at `prep`, all alive until this loop ends.
+                // SAFETY: headers next..m point at iovecs over frames that
+                // `frame` lends for 'f and at `prep`, alive until this loop ends.
                 let r = unsafe {
                     libc::sendmmsg(
                         self.sock.as_raw_fd(),
@@ -841,7 +847,7 @@ impl RingTx {
                     io::ErrorKind::Interrupted => {}
                     _ if full && waits < 50 && self.wait_writable() => waits += 1,
                     _ => {
-                        failed(frames[idx[next]].0, e);
+                        failed(idx[next], e);
                         next += 1;
                     }
                 }
@@ -853,14 +859,13 @@ impl RingTx {
 impl LinkTx for RingTx {
     fn send(&mut self, frame: &[u8]) -> io::Result<()> {
         let mut res = Ok(());
-        self.send_frames(&[(0, frame, Offload::default())], &mut |_, e| res = Err(e));
+        self.send_frames(1, |_| (frame, Offload::default()), &mut |_, e| res = Err(e));
         res
     }
 
     fn send_batch(&mut self, batch: &Batch, failed: &mut dyn FnMut(usize, io::Error)) {
-        let frames: Vec<(usize, &[u8], Offload)> =
-            batch.iter_offloads().enumerate().map(|(i, (f, o))| (i, f, o)).collect();
-        self.send_frames(&frames, failed);
+        // By index into the batch: no list of the frames is built per call.
+        self.send_frames(batch.len(), |i| (batch.get(i), batch.offload(i)), failed);
     }
 }
 
