@@ -134,11 +134,19 @@ measure() {
 
 # ---------------------------------------------------------------------------
 # --pin: which CPU is the gateway's, and the endpoints' prefix (EPX).
-GW_CPU=$(($(nproc) - 1))
+GW_CPU=$(($(nproc) - 1)) EP_CPUS="0-$(($(nproc) - 2))"
 EPX=()
-((PIN)) && EPX=(taskset -c "0-$((GW_CPU - 1))")
-hexmask() { printf '%x' "$1"; }
-GW_MASK=$(hexmask $((1 << GW_CPU))) EP_MASK=$(hexmask $(((1 << GW_CPU) - 1)))
+((PIN)) && EPX=(taskset -c "$EP_CPUS")
+rps_mask() {   # CPUs FIRST..LAST as rps_cpus wants them: hex, 32 CPUs per comma-separated group
+    local first=$1 last=$2 g c v groups=()
+    for ((g = GW_CPU / 32; g >= 0; g--)); do
+        v=0
+        for ((c = first; c <= last; c++)); do ((c / 32 == g)) && v=$((v | 1 << (c % 32))); done
+        groups+=("$(printf '%08x' "$v")")
+    done
+    (IFS=,; echo "${groups[*]}")
+}
+GW_MASK=$(rps_mask "$GW_CPU" "$GW_CPU") EP_MASK=$(rps_mask 0 $((GW_CPU - 1)))
 gw_cpu_ticks() {   # busy and total jiffies of the gateway's CPU
     awk -v c="cpu$GW_CPU" '$1 == c { print $2 + $3 + $4 + $7 + $8, $2 + $3 + $4 + $5 + $6 + $7 + $8 }' /proc/stat
 }
@@ -148,8 +156,8 @@ pin_lab() {   # after the lab and its servers are up
     rps "$NSG" veth-gw-in "$GW_MASK" && rps "$NSG" veth-gw-out "$GW_MASK" &&
         rps "$NSC" eth0 "$EP_MASK" && rps "$NSS" eth0 "$EP_MASK" || return 1
     local p
-    for p in $(ip netns pids "$NSS") $(ip netns pids "$NSC"); do taskset -a -p "$EP_MASK" "$p" >/dev/null || return 1; done
-    log "pinned: gateway on CPU $GW_CPU (RPS on its devices; ftpgate by affinity), endpoints on CPUs 0-$((GW_CPU - 1))"
+    for p in $(ip netns pids "$NSS") $(ip netns pids "$NSC"); do taskset -a -c -p "$EP_CPUS" "$p" >/dev/null || return 1; done
+    log "pinned: gateway on CPU $GW_CPU (RPS on its devices; ftpgate by affinity), endpoints on CPUs $EP_CPUS"
 }
 
 # ---------------------------------------------------------------------------
@@ -212,7 +220,7 @@ gw_ftpgate() {
     "$LAB" gw ftpgate -c "$cfg" --bin "$BIN" 2>>"$OUT/lab.log" || return 1
     if ((PIN)); then
         local p
-        for p in $(awk '{ print $1 }' "$FGLAB_STATE/gw.pids"); do taskset -a -p "$GW_MASK" "$p" >/dev/null || return 1; done
+        for p in $(awk '{ print $1 }' "$FGLAB_STATE/gw.pids"); do taskset -a -c -p "$GW_CPU" "$p" >/dev/null || return 1; done
     fi
     GW_NOW=ftpgate
 }
@@ -494,7 +502,7 @@ LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
 # Report.
 {
     echo "Conditions: $(date -u '+%Y-%m-%d %H:%M UTC'); \`bench/run.sh$([[ $QUICK == 1 ]] && echo ' --quick')$( ((PIN)) && echo ' --pin')\`; kernel $(uname -r); CPU $CPU; $(nproc) cores;" \
-        "$( ((PIN)) && echo "layout: gateway on CPU $GW_CPU, client and server on CPUs 0-$((GW_CPU - 1)) (affinity and RPS);" || echo "layout: gateway, client and server share every CPU;")" \
+        "$( ((PIN)) && echo "layout: gateway on CPU $GW_CPU, client and server on CPUs $EP_CPUS (affinity and RPS);" || echo "layout: gateway, client and server share every CPU;")" \
         "load average before $LOAD_BEFORE, after $LOAD_AFTER; ftpgate $VERSION, commit $COMMIT; datapath: $DATAPATH;" \
         "offloads off = ${OFFLOAD_DESC[off]:-n/a}; offloads on = ${OFFLOAD_DESC[on]:-n/a} (all four lab links)."
     echo
