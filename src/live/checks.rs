@@ -136,8 +136,9 @@ pub fn findings(config: &Config, info: &[Option<DeviceInfo>], gso_aware: bool) -
             out.push(Finding::Warning(format!(
                 "{dev}: the kernel also holds {list}: it will answer connections to NAT ports with RST \
                  unless its input is filtered. Remove the address (`ip addr del ADDR/LEN dev {dev}`) or \
-                 drop kernel input on the device (`nft add rule inet filter input iifname {dev} drop`); \
-                 see docs/operations.md"
+                 drop the device's frames at the kernel's ingress, which ftpgate still sees (`nft add table \
+                 netdev ftpgate_host; nft add chain netdev ftpgate_host {dev}_in '{{ type filter hook ingress \
+                 device \"{dev}\" priority filter; policy drop; }}'`); see docs/operations.md, step 2"
             )));
             let v4 = held.iter().any(IpAddr::is_ipv4) && info.forwarding_v4;
             let v6 = held.iter().any(IpAddr::is_ipv6) && info.forwarding_v6;
