@@ -109,7 +109,7 @@ impl Batch {
         &self.data[o as usize..(o + l) as usize]
     }
     pub fn iter(&self) -> impl Iterator<Item = &[u8]> {
-        self.frames.iter().map(|&(o, l)| &self.data[o as usize..(o + l) as usize])
+        (0..self.len()).map(|i| self.get(i))
     }
     pub fn iter_offloads(&self) -> impl Iterator<Item = (&[u8], Offload)> {
         self.iter().enumerate().map(|(i, f)| (f, self.offload(i)))
