@@ -46,6 +46,9 @@ echo "== seeds"
 # what `cargo build` already compiled.
 CARGO_TARGET_DIR=target cargo run --quiet --manifest-path fuzz/Cargo.toml --features seedgen --bin seeds -- . fuzz/corpus
 
+echo "== the harness's own tests (its checksum oracle and the crashes it once got wrong)"
+CARGO_TARGET_DIR=target cargo test --quiet --manifest-path fuzz/Cargo.toml --lib
+
 max_len() {
     case "$1" in
         engine) echo 16384 ;;

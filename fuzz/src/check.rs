@@ -56,6 +56,13 @@ pub fn check(frame: &[u8]) -> Checked {
             if v6.is_payload_fragmented() {
                 return Checked::NotChecked;
             }
+            // In transit through a routing header the pseudo-header holds the
+            // final destination (RFC 8200 §8.1), which only the routing type
+            // knows; the header's own destination says nothing then.
+            let at = v6.header().slice().as_ptr() as usize - frame.as_ptr() as usize;
+            if routing_in_transit(&frame[at..]) {
+                return Checked::NotChecked;
+            }
             (IpAddr::V6(v6.header().source_addr()), IpAddr::V6(v6.header().destination_addr()), v6.payload().clone())
         }
         _ => return Checked::NotChecked,
@@ -91,10 +98,61 @@ pub fn check(frame: &[u8]) -> Checked {
     }
 }
 
+/// Whether the IPv6 packet at the start of `ip` carries a routing header
+/// with segments left before its upper-layer header.
+fn routing_in_transit(ip: &[u8]) -> bool {
+    let (mut nh, mut pos) = (ip.get(6).copied().unwrap_or(59), 40);
+    while pos + 4 <= ip.len() {
+        let len = match nh {
+            43 if ip[pos + 3] != 0 => return true,
+            0 | 43 | 60 => (usize::from(ip[pos + 1]) + 1) * 8,
+            51 => (usize::from(ip[pos + 1]) + 2) * 4,
+            44 => 8,
+            _ => return false,
+        };
+        nh = ip[pos];
+        pos += len;
+    }
+    false
+}
+
 /// Panic (the fuzzer's crash) unless `frame` verifies; `what` says which frame.
 pub fn assert_valid(frame: &[u8], what: &str) {
     match check(frame) {
         Checked::Valid | Checked::NotChecked => {}
         other => panic!("{what}: {other:?}\nframe: {frame:02x?}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The wire target's first crash (2026-11-22): an IPv6 frame whose
+    /// routing header still has segments left. Its destination was
+    /// rewritten, the setter rightly left the ICMPv6 checksum alone (the
+    /// pseudo-header holds the final destination), and this check, reading
+    /// the header's destination, called that a bad checksum.
+    #[test]
+    fn a_routing_header_in_transit_is_not_checked_against_the_header_destination() {
+        let mut f = vec![0u8; 14 + 40 + 8 + 8];
+        f[12..14].copy_from_slice(&[0x86, 0xdd]);
+        let ip = &mut f[14..];
+        ip[0] = 0x60;
+        ip[4..6].copy_from_slice(&16u16.to_be_bytes());
+        ip[6] = 43; // routing header
+        ip[7] = 64;
+        ip[8..10].copy_from_slice(&[0x20, 0x01]);
+        ip[24..26].copy_from_slice(&[0x20, 0x01]);
+        ip[39] = 1;
+        ip[40] = 58; // then ICMPv6
+        ip[42] = 4; // type 4 (SRH)
+        ip[43] = 1; // one segment left
+        ip[48] = 128; // echo request
+        assert_eq!(check(&f), Checked::NotChecked);
+        // With no segments left the header's destination is the final one:
+        // checked, and here the checksum (zero) is wrong.
+        f[14 + 43] = 0;
+        assert_eq!(check(&f), Checked::Bad("ICMPv6 checksum".into()));
     }
 }
