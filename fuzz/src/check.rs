@@ -99,7 +99,10 @@ pub fn check(frame: &[u8]) -> Checked {
 }
 
 /// Whether the IPv6 packet at the start of `ip` carries a routing header
-/// with segments left before its upper-layer header.
+/// with segments left before its upper-layer header. The same walk as
+/// `wire::setters`' private `in_transit_routing`, written again on purpose:
+/// this is the oracle the setters are checked against, so it must not
+/// share their code (a bug there would then pass here too).
 fn routing_in_transit(ip: &[u8]) -> bool {
     let (mut nh, mut pos) = (ip.get(6).copied().unwrap_or(59), 40);
     while pos + 4 <= ip.len() {
